@@ -1,0 +1,1 @@
+"""Commands shared by the CLI and the TUI."""

@@ -1,0 +1,166 @@
+"""Rich renderables for command answers; imported only when a person, not a script, reads the output."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLE = {"active": "green", "paused": "yellow", "error": "red", "completed": "dim",
+                "queued": "cyan", "running": "blue", "succeeded": "green", "failed": "red", "retrying": "yellow",
+                "dead": "bold red", "info": "", "warning": "yellow"}
+
+
+def status(value: str | None) -> Text:
+    return Text(value or "—", style=STATUS_STYLE.get(value or "", ""))
+
+
+def when(iso: str | None) -> str:
+    """An ISO time as local time plus how long ago or ahead it is."""
+    if not iso:
+        return "—"
+    moment = datetime.fromisoformat(iso)
+    delta = (moment - datetime.now(timezone.utc)).total_seconds()
+    span = abs(delta)
+    if span < 60:
+        rel = f"{span:.0f}s"
+    elif span < 3600:
+        rel = f"{span / 60:.0f}m"
+    elif span < 86400:
+        rel = f"{span / 3600:.1f}h"
+    else:
+        rel = f"{span / 86400:.1f}d"
+    rel = f"in {rel}" if delta > 0 else f"{rel} ago"
+    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({rel})"
+
+
+def schedule(wf: dict[str, Any]) -> str:
+    if wf.get("cron"):
+        return f"{wf['cron']} ({wf['timezone']})"
+    if wf.get("run_at"):
+        return f"once at {when(wf['run_at'])}"
+    return "manual"
+
+
+def workflows(rows: list[dict[str, Any]]) -> Any:
+    if not rows:
+        return Text("No workflows yet. Create one with `nexus auto:create NAME --kind noop` "
+                    "or load config/workflows.example.toml with `nexus auto:apply FILE`.")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "KIND", "STATUS", "SCHEDULE", "NEXT FIRE", "LAST RUN"):
+        table.add_column(col)
+    for wf in rows:
+        last = f"{wf['last_run_status']} {when(wf['last_run_at'])}" if wf.get("last_run_status") else "—"
+        table.add_row(wf["name"], wf["kind"], status(wf["status"]), schedule(wf), when(wf.get("next_fire_at")), last)
+    return table
+
+
+def key_values(pairs: list[tuple[str, Any]]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in pairs:
+        table.add_row(key, value if isinstance(value, Text) else Text(str(value if value not in (None, "") else "—")))
+    return table
+
+
+def workflow(wf: dict[str, Any]) -> Any:
+    import json
+
+    detail = key_values([
+        ("name", wf["name"]), ("kind", f"{wf['kind']} (queue {wf['queue']})"), ("status", status(wf["status"])),
+        ("description", wf["description"]), ("schedule", schedule(wf)), ("next fire", when(wf.get("next_fire_at"))),
+        ("attempts", f"{wf['attempts']} ({wf['retries']} retries, backoff {wf['backoff']:g}s doubling)"),
+        ("timeout", f"{wf['timeout']:g}s"), ("payload", json.dumps(wf["payload"], sort_keys=True)),
+        ("created", f"{when(wf['created_at'])} by {wf['created_by']}"), ("id", wf["id"]),
+    ])
+    parts: list[Any] = [detail]
+    if wf.get("recent_runs") is not None:
+        parts += [Text(""), Text("Recent runs", style="bold"), runs(wf["recent_runs"])]
+    return Group(*parts)
+
+
+def runs(rows: list[dict[str, Any]]) -> Any:
+    if not rows:
+        return Text("No runs yet.")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("RUN", "TRIGGER", "STATUS", "ATTEMPT", "STARTED", "DURATION", "ERROR"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        duration = f"{r['duration_ms']:.0f} ms" if r.get("duration_ms") is not None else "—"
+        table.add_row(r["id"][-12:], r["trigger"], status(r["status"]), f"{r['attempt']}/{r['max_attempts']}",
+                      when(r.get("started_at") or r.get("created_at")), duration, (r.get("error") or "")[:80])
+    return table
+
+
+def run(r: dict[str, Any]) -> Any:
+    parts: list[Any] = [key_values([
+        ("run", r["id"]), ("workflow", r["workflow"]), ("status", status(r["status"])),
+        ("trigger", f"{r['trigger']} by {r['triggered_by']}"), ("attempt", f"{r['attempt']}/{r['max_attempts']}"),
+        ("created", when(r["created_at"])), ("started", when(r["started_at"])), ("finished", when(r["finished_at"])),
+        ("duration", f"{r['duration_ms']:.0f} ms" if r.get("duration_ms") is not None else None),
+        ("error", r.get("error")),
+    ])]
+    if r.get("output"):
+        parts += [Text(""), Text("Output (tail)", style="bold"), Text(r["output"])]
+    if r.get("wait_timed_out"):
+        parts.append(Text("still running: stopped waiting", style="yellow"))
+    return Group(*parts)
+
+
+def events(rows: list[dict[str, Any]]) -> Any:
+    if not rows:
+        return Text("No activity yet.")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("WHEN", "LEVEL", "WHO", "WHAT"):
+        table.add_column(col, overflow="fold")
+    for e in rows:
+        table.add_row(when(e["at"]), status(e["level"]), e["actor"], e["message"] or e["action"])
+    return table
+
+
+def notifications(answer: dict[str, Any]) -> Any:
+    table = Table(box=None, header_style="bold", pad_edge=False, title=f"{answer['unread']} unread",
+                  title_justify="left")
+    for col in ("ID", "WHEN", "", "TITLE", "DETAIL"):
+        table.add_column(col, overflow="fold")
+    for n in answer["items"]:
+        table.add_row(str(n["id"]), when(n["at"]), "" if n["read"] else "●", n["title"], n["body"])
+    return table
+
+
+def health(h: dict[str, Any]) -> Any:
+    def ok(part: dict[str, Any]) -> Text:
+        return Text("ok", style="green") if part.get("ok") else Text(f"DOWN {part.get('error', '')}", style="bold red")
+
+    db, redis, workers = h["database"], h["redis"], h["workers"]
+    queues = ", ".join(f"{q} {d['ready']}+{d['delayed']} delayed" if d.get("delayed") else f"{q} {d['ready']}"
+                       for q, d in h.get("queues", {}).items()) or "—"
+    return key_values([
+        ("overall", Text("healthy", style="green") if h["ok"] else Text("DEGRADED", style="bold red")),
+        ("daemon", f"v{h['version']} pid {h['pid']}, up {h['uptime_s']:.0f}s, socket {h['socket']}"),
+        ("database", Text.assemble(ok(db), f"  {db['backend']} {db['url']}")),
+        ("redis", Text.assemble(ok(redis), f"  {'embedded ' if redis['embedded'] else ''}{redis['url']}")),
+        ("workers", f"{workers['processes']} process(es), {workers['threads']} thread(s) in the daemon"),
+        ("queues", queues),
+    ])
+
+
+def stats(s: dict[str, Any]) -> Any:
+    w, r, d = s["workflows"], s["runs"], s["runs_24h"]
+    rate = f"{s['success_rate'] * 100:.1f}%" if s["success_rate"] is not None else "—"
+    return key_values([
+        ("workflows", f"{w['total']} ({w['active']} active, {w['paused']} paused, {w['error']} error, "
+                      f"{w['completed']} completed)"),
+        ("runs", f"{r['total']} executions: {r['succeeded']} succeeded, {r['failed']} failed, {r['dead']} dead, "
+                 f"{r['queued'] + r['running'] + r['retrying']} in progress"),
+        ("last 24 h", f"{d['total']} executions, {d['succeeded']} succeeded, {d['failed']} failed"),
+        ("success rate", rate),
+    ])
+
+
+def message(text: str) -> Text:
+    return Text(text)

@@ -1,0 +1,33 @@
+"""sys:*, activity:* and notifications:* commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nexus_core.commands.registry import Command, Param, command
+
+
+def _r() -> Any:
+    from nexus_core.commands import render
+
+    return render
+
+
+command(Command("sys:health", "Database, Redis, workers, queue depths, version and uptime.", "system.health",
+                render=lambda r: _r().health(r), outcome=lambda r: 0 if r.get("ok") else 1))
+command(Command("sys:metrics", "Run and RPC counters and latencies since the daemon started.", "system.metrics",
+                render=lambda r: _r().key_values(
+                    [(k, v) for k, v in sorted(r["counters"].items())]
+                    + [(k, f"p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms, n={v['count']}")
+                       for k, v in sorted(r["latency"].items())])))
+command(Command("activity:recent", "The activity log, newest first.", "activity.recent",
+                (Param("limit", "how many events", type=int),), render=lambda r: _r().events(r)))
+command(Command("notifications:list", "Notifications, newest first.", "notifications.list",
+                (Param("unread", "only unread ones", type=bool),),
+                build=lambda a: {"unread_only": bool(a.get("unread"))}, render=lambda r: _r().notifications(r)))
+command(Command("notifications:read", "Mark notifications as read.", "notifications.read",
+                (Param("ids", "notification ids, comma-separated"), Param("all", "mark all as read", type=bool)),
+                build=lambda a: {"all": bool(a.get("all")),
+                                 "ids": [int(i) for i in a["ids"].split(",") if i.strip().isdigit()]
+                                 if a.get("ids") else None},
+                render=lambda r: _r().message(f"marked {r['marked_read']} as read"), mutating=True))

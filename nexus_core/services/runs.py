@@ -1,0 +1,163 @@
+"""Runs and their attempts: creation, the worker's claim and outcome, history and recovery queries."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from nexus_core.errors import NotFoundError
+from nexus_core.services import activity
+from nexus_core.store.models import attempts_table as T
+from nexus_core.store.models import new_id
+from nexus_core.store.models import runs_table as R
+from nexus_core.store.models import workflows_table as W
+from nexus_core.store.types import utcnow
+
+CLAIMABLE = ("queued", "retrying")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def message_id(run_id: str, attempt: int) -> str:
+    """The broker message id of one attempt: stable, so recovery can ask Redis whether it still holds it."""
+    return f"{run_id}.{attempt}"
+
+
+def public(row: Any) -> dict[str, Any]:
+    m = row._mapping if hasattr(row, "_mapping") else row
+    return {
+        "id": m["id"], "workflow": m["workflow_name"], "workflow_id": m["workflow_id"], "trigger": m["trigger"],
+        "triggered_by": m["triggered_by"], "scheduled_for": _iso(m["scheduled_for"]), "queue": m["queue"],
+        "status": m["status"], "attempt": m["attempt"], "max_attempts": m["max_attempts"],
+        "created_at": _iso(m["created_at"]), "started_at": _iso(m["started_at"]),
+        "finished_at": _iso(m["finished_at"]), "next_attempt_at": _iso(m["next_attempt_at"]),
+        "duration_ms": m["duration_ms"], "error": m["error"], "output": m["output"],
+    }
+
+
+def create(conn: sa.Connection, wf: dict[str, Any], trigger: str, actor: str,
+           scheduled_for: datetime | None = None) -> dict[str, Any]:
+    """Insert a queued run; the caller enqueues its message only after this commits."""
+    row = {"id": new_id(), "organization_id": wf["organization_id"], "workflow_id": wf["id"],
+           "workflow_name": wf["name"], "trigger": trigger, "triggered_by": actor, "scheduled_for": scheduled_for,
+           "queue": wf["queue"], "status": "queued", "attempt": 1, "max_attempts": wf["retries"] + 1,
+           "created_at": utcnow()}
+    conn.execute(sa.insert(R).values(**row))
+    return {**row, "started_at": None, "finished_at": None, "next_attempt_at": None, "duration_ms": None,
+            "error": None, "output": None}
+
+
+def get(conn: sa.Connection, org: str, run_id: str) -> dict[str, Any]:
+    query = sa.select(R).where(R.c.organization_id == org)
+    query = query.where(R.c.id.startswith(run_id)) if len(run_id) < 32 else query.where(R.c.id == run_id)
+    rows = conn.execute(query.limit(2)).all()
+    if not rows:
+        raise NotFoundError(f"no run {run_id!r}; auto:logs NAME lists a workflow's runs", field="id")
+    if len(rows) > 1:
+        raise NotFoundError(f"run id prefix {run_id!r} is ambiguous; give more characters", field="id")
+    out = public(rows[0])
+    attempts = conn.execute(sa.select(T).where(T.c.run_id == out["id"]).order_by(T.c.attempt))
+    out["attempts"] = [
+        {"attempt": a.attempt, "status": a.status, "worker": a.worker_id, "started_at": _iso(a.started_at),
+         "finished_at": _iso(a.finished_at), "duration_ms": a.duration_ms, "error": a.error, "output": a.output}
+        for a in attempts
+    ]
+    return out
+
+
+def history(conn: sa.Connection, org: str, workflow_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(R).where(R.c.organization_id == org, R.c.workflow_id == workflow_id)
+                        .order_by(R.c.id.desc()).limit(limit))
+    return [public(r) for r in rows]
+
+
+def claim(conn: sa.Connection, run_id: str, attempt: int, worker_id: str) -> dict[str, Any] | None:
+    """Mark an attempt running, if it is still due; None means another delivery owns or finished it."""
+    now = utcnow()
+    claimed = conn.execute(
+        sa.update(R).where(R.c.id == run_id, R.c.attempt == attempt, R.c.status.in_(CLAIMABLE))
+        .values(status="running", started_at=now, worker_id=worker_id, next_attempt_at=None)
+    ).rowcount
+    if not claimed:
+        return None
+    run = conn.execute(sa.select(R).where(R.c.id == run_id)).one()._mapping
+    conn.execute(sa.insert(T).values(run_id=run_id, organization_id=run["organization_id"], attempt=attempt,
+                                     status="running", worker_id=worker_id, started_at=now))
+    wf = conn.execute(sa.select(W).where(W.c.id == run["workflow_id"])).first()
+    return {"run": dict(run), "workflow": dict(wf._mapping) if wf else None, "started_at": now}
+
+
+def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "",
+           error: str | None = None, retryable: bool = True, backoff: float = 1.0) -> dict[str, Any]:
+    """Record an attempt's outcome; returns the run's new state and, for a retry, when it is due."""
+    now = utcnow()
+    duration = (now - started_at).total_seconds() * 1000
+    attempt = run["attempt"]
+    conn.execute(sa.update(T).where(T.c.run_id == run["id"], T.c.attempt == attempt)
+                 .values(status="succeeded" if ok else "failed", finished_at=now, duration_ms=duration,
+                         error=error, output=output))
+    values: dict[str, Any] = {"duration_ms": duration, "output": output, "error": error}
+    due = None
+    if ok:
+        values.update(status="succeeded", finished_at=now)
+    elif retryable and attempt < run["max_attempts"]:
+        due = now + timedelta(seconds=backoff * 2 ** (attempt - 1))
+        values.update(status="retrying", attempt=attempt + 1, next_attempt_at=due)
+    else:
+        values.update(status="dead" if attempt >= run["max_attempts"] and run["max_attempts"] > 1 else "failed",
+                      finished_at=now)
+    # Guarded by the attempt so a late outcome of an attempt already given up on changes nothing.
+    changed = conn.execute(sa.update(R).where(R.c.id == run["id"], R.c.attempt == attempt, R.c.status == "running")
+                           .values(**values)).rowcount
+    if not changed:
+        return {"status": "stale", "due": None}
+    if values["status"] in ("succeeded", "failed", "dead"):
+        conn.execute(sa.update(W).where(W.c.id == run["workflow_id"])
+                     .values(last_run_at=now, last_run_status=values["status"]))
+    if values["status"] in ("failed", "dead"):
+        _report_failure(conn, run, values["status"], error or "failed", attempt)
+    elif values["status"] == "retrying":
+        activity.record(conn, run["organization_id"], "worker", "run.retrying", target=run["workflow_name"],
+                        level="warning", data={"run_id": run["id"], "attempt": attempt},
+                        message=f"{run['workflow_name']} attempt {attempt} failed: {_first_line(error)}; "
+                                f"retrying at {due.isoformat(timespec='seconds') if due else '?'}")
+    return {"status": values["status"], "due": due, "attempt": values.get("attempt", attempt)}
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0][:200] if (text or "").strip() else "no error text"
+
+
+def _report_failure(conn: sa.Connection, run: dict[str, Any], status: str, error: str, attempt: int) -> None:
+    what = "is dead after all attempts" if status == "dead" else "failed"
+    title = f"{run['workflow_name']} {what}"
+    body = f"run {run['id']} attempt {attempt}: {_first_line(error)}"
+    activity.record(conn, run["organization_id"], "worker", f"run.{status}", target=run["workflow_name"],
+                    level="error", message=f"{title}: {_first_line(error)}", data={"run_id": run["id"]})
+    activity.notify(conn, run["organization_id"], title, body, workflow_id=run["workflow_id"], run_id=run["id"])
+
+
+def interrupt(conn: sa.Connection, run_id: str, reason: str) -> dict[str, Any] | None:
+    """Close an attempt whose worker vanished mid-run, and schedule the next attempt if one is left."""
+    row = conn.execute(sa.select(R).where(R.c.id == run_id, R.c.status == "running")).first()
+    if row is None:
+        return None
+    run = dict(row._mapping)
+    wf = conn.execute(sa.select(W.c.backoff).where(W.c.id == run["workflow_id"])).first()
+    return finish(conn, run, ok=False, started_at=run["started_at"] or utcnow(), error=reason,
+                  backoff=wf.backoff if wf else 1.0)
+
+
+def unfinished(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every run that is not final, across organizations (for the daemon's recovery at start)."""
+    rows = conn.execute(sa.select(R.c.id, R.c.status, R.c.attempt, R.c.queue, R.c.worker_id, R.c.next_attempt_at)
+                        .where(R.c.status.in_(("queued", "retrying", "running"))))
+    return [dict(r._mapping) for r in rows]
+
+
+def get_status(conn: sa.Connection, run_id: str) -> str | None:
+    return conn.execute(sa.select(R.c.status).where(R.c.id == run_id)).scalar_one_or_none()

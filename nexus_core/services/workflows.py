@@ -1,0 +1,227 @@
+"""Workflows: validate a definition before anything is written, then create, change, list and delete."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from nexus_core import schedule
+from nexus_core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from nexus_core.kinds import get_kind
+from nexus_core.services import activity
+from nexus_core.store.models import new_id
+from nexus_core.store.models import runs_table as R
+from nexus_core.store.models import workflows_table as W
+from nexus_core.store.types import utcnow
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_PAYLOAD_BYTES = 64 * 1024
+LIMITS = {"retries": (0, 20), "backoff": (0.1, 3600.0), "timeout": (1.0, 86400.0)}
+SPEC_FIELDS = ("name", "kind", "cron", "timezone", "at", "payload", "retries", "backoff", "timeout",
+               "description", "requires_approval")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidError(f"name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
+                           "starting with a letter or digit", field="name")
+    return name
+
+
+def validate_spec(spec: dict[str, Any], *, current: dict[str, Any] | None, default_tz: str,
+                  role: str, now: datetime | None = None) -> dict[str, Any]:
+    """Turn a definition (or the changed fields of one) into column values, refusing anything invalid."""
+    unknown = set(spec) - set(SPEC_FIELDS)
+    if unknown:
+        raise InvalidError(f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(SPEC_FIELDS)}",
+                           field=sorted(unknown)[0])
+    now = now or datetime.now(timezone.utc)
+    values: dict[str, Any] = {}
+    if current is None or "name" in spec:
+        values["name"] = check_name(spec.get("name"))
+    kind_name = spec.get("kind", current["kind"] if current else None)
+    if kind_name is None:
+        raise InvalidError("kind is required; e.g. --kind noop, --kind webhook or --kind command", field="kind")
+    kind = get_kind(str(kind_name))
+    if kind.admin_only and role != "admin" and (current is None or "kind" in spec or "payload" in spec):
+        raise ForbiddenError(f"only admins may create or change workflows of kind {kind.name!r}")
+    values["kind"], values["queue"] = kind.name, kind.queue
+    if current is None or "payload" in spec or "kind" in spec:
+        payload = spec.get("payload", current["payload"] if current else {})
+        if payload is None:
+            payload = {}
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload)
+            except json.JSONDecodeError as exc:
+                raise InvalidError(f"payload is not valid JSON: {exc.msg} at position {exc.pos}", field="payload") from None
+        if not isinstance(payload, dict):
+            raise InvalidError("payload must be a JSON object, e.g. '{\"key\": \"value\"}'", field="payload")
+        if len(json.dumps(payload)) > MAX_PAYLOAD_BYTES:
+            raise InvalidError(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB", field="payload")
+        values["payload"] = kind.validate(payload)
+    tz = spec.get("timezone") or (current["timezone"] if current else default_tz)
+    schedule.zone(str(tz))
+    values["timezone"] = str(tz)
+    cron = spec.get("cron", current["cron"] if current else None) or None
+    at = spec.get("at")
+    if cron and at:
+        raise InvalidError("give either --cron or --at, not both", field="at")
+    if "cron" in spec or "timezone" in spec or current is None:
+        values["cron"] = schedule.validate_cron(str(cron), str(tz), now) if cron else None
+    if at:
+        values["run_at"], values["cron"] = schedule.parse_at(str(at), str(tz), now), None
+    elif "cron" in spec and cron:
+        values["run_at"] = None
+    for key, (low, high) in LIMITS.items():
+        if key in spec and spec[key] is not None:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise InvalidError(f"{key} must be a number from {low:g} to {high:g}, got {value!r}", field=key)
+            values[key] = int(value) if key == "retries" else float(value)
+    if "description" in spec:
+        text = spec["description"] or ""
+        if not isinstance(text, str) or len(text) > 500:
+            raise InvalidError("description must be text of at most 500 characters", field="description")
+        values["description"] = text
+    if "requires_approval" in spec:
+        values["requires_approval"] = bool(spec["requires_approval"])
+    return values
+
+
+def public(row: Any, *, masked: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A workflow as answered over RPC: secrets masked, times in ISO 8601."""
+    m = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+    payload = dict(m["payload"] or {})
+    for key in masked if masked is not None else get_kind(m["kind"]).secret_fields():
+        if payload.get(key):
+            payload[key] = "***"
+    return {
+        "id": m["id"], "name": m["name"], "kind": m["kind"], "queue": m["queue"], "status": m["status"],
+        "description": m["description"], "cron": m["cron"], "timezone": m["timezone"], "run_at": _iso(m["run_at"]),
+        "payload": payload, "retries": m["retries"], "attempts": m["retries"] + 1, "backoff": m["backoff"],
+        "timeout": m["timeout"], "requires_approval": m["requires_approval"], "created_by": m["created_by"],
+        "created_at": _iso(m["created_at"]), "updated_at": _iso(m["updated_at"]),
+        "last_run_at": _iso(m["last_run_at"]), "last_run_status": m["last_run_status"],
+        "next_fire_at": _next_fire(m),
+    }
+
+
+def _next_fire(m: dict[str, Any]) -> str | None:
+    if m["status"] != "active":
+        return None
+    if m["run_at"]:
+        return _iso(m["run_at"])
+    if m["cron"]:
+        return _iso(schedule.next_fire(m["cron"], datetime.now(timezone.utc), m["timezone"]))
+    return None
+
+
+def find(conn: sa.Connection, org: str, name: str) -> dict[str, Any]:
+    row = conn.execute(sa.select(W).where(W.c.organization_id == org, W.c.name == name)).first()
+    if row is None:
+        raise NotFoundError(f"no workflow named {name!r}; `nexus auto:list` shows them", field="name")
+    return dict(row._mapping)
+
+
+def list_all(conn: sa.Connection, org: str, status: str | None = None) -> list[dict[str, Any]]:
+    query = sa.select(W).where(W.c.organization_id == org)
+    if status == "scheduled":
+        query = query.where(W.c.status == "active", sa.or_(W.c.cron.is_not(None), W.c.run_at.is_not(None)))
+    elif status:
+        query = query.where(W.c.status == status)
+    masks: dict[str, tuple[str, ...]] = {}
+    out = []
+    for row in conn.execute(query.order_by(W.c.name)):
+        kind = row._mapping["kind"]
+        if kind not in masks:
+            masks[kind] = get_kind(kind).secret_fields()
+        out.append(public(row, masked=masks[kind]))
+    return out
+
+
+def create(conn: sa.Connection, org: str, actor: str, values: dict[str, Any]) -> dict[str, Any]:
+    if conn.execute(sa.select(W.c.id).where(W.c.organization_id == org, W.c.name == values["name"])).first():
+        raise ConflictError(f"a workflow named {values['name']!r} exists already; "
+                            "use auto:edit to change it or pick another name", field="name")
+    now = utcnow()
+    row = {"id": new_id(), "organization_id": org, "status": "active", "description": "", "retries": 2,
+           "backoff": 1.0, "timeout": 600.0, "requires_approval": False, "cron": None, "run_at": None,
+           "payload": {}, "last_run_at": None, "last_run_status": None, "created_by": actor, "created_at": now, "updated_at": now, **values}
+    conn.execute(sa.insert(W).values(**row))
+    activity.record(conn, org, actor, "workflow.created", target=row["name"],
+                    message=f"{actor} created workflow {row['name']} ({row['kind']})")
+    return public(row)
+
+
+def update(conn: sa.Connection, org: str, actor: str, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    current = find(conn, org, name)
+    if "name" in values and values["name"] != name:
+        if conn.execute(sa.select(W.c.id).where(W.c.organization_id == org, W.c.name == values["name"])).first():
+            raise ConflictError(f"a workflow named {values['name']!r} exists already", field="name")
+    values = {k: v for k, v in values.items() if current.get(k) != v}
+    if not values:
+        return public(current)
+    values["updated_at"] = utcnow()
+    if current["status"] == "completed" and ("run_at" in values or "cron" in values):
+        values["status"] = "active"
+    conn.execute(sa.update(W).where(W.c.id == current["id"]).values(**values))
+    changed = sorted(k for k in values if k != "updated_at")
+    activity.record(conn, org, actor, "workflow.updated", target=values.get("name", name),
+                    message=f"{actor} changed {', '.join(changed)} of {name}", data={"fields": changed})
+    return public({**current, **values})
+
+
+def delete(conn: sa.Connection, org: str, actor: str, name: str) -> dict[str, Any]:
+    current = find(conn, org, name)
+    # Runs stay as history; ones that never started are closed so nothing waits forever.
+    cancelled = conn.execute(
+        sa.update(R).where(R.c.workflow_id == current["id"], R.c.status.in_(("queued", "retrying")))
+        .values(status="failed", finished_at=utcnow(), error="workflow was deleted before this run started")
+    ).rowcount
+    conn.execute(sa.delete(W).where(W.c.id == current["id"]))
+    activity.record(conn, org, actor, "workflow.deleted", target=name, level="warning",
+                    message=f"{actor} deleted workflow {name}", data={"cancelled_runs": cancelled})
+    return {"name": name, "deleted": True, "cancelled_runs": cancelled}
+
+
+def set_status(conn: sa.Connection, org: str, actor: str, name: str, status: str) -> dict[str, Any]:
+    current = find(conn, org, name)
+    if current["status"] == status:
+        return public(current)
+    if status == "active" and current["status"] == "completed":
+        raise ConflictError(f"{name} has completed its one-off run; give it a new --at with auto:edit", field="name")
+    conn.execute(sa.update(W).where(W.c.id == current["id"]).values(status=status, updated_at=utcnow()))
+    verb = {"paused": "paused", "active": "resumed"}.get(status, status)
+    activity.record(conn, org, actor, f"workflow.{verb}", target=name, message=f"{actor} {verb} {name}")
+    return public({**current, "status": status})
+
+
+def stats(conn: sa.Connection, org: str, since: timedelta = timedelta(hours=24)) -> dict[str, Any]:
+    """Counts of workflows by status and of runs (executions) by outcome, overall and recently."""
+    by_status = dict(conn.execute(sa.select(W.c.status, sa.func.count()).where(W.c.organization_id == org)
+                                  .group_by(W.c.status)).all())
+    runs = dict(conn.execute(sa.select(R.c.status, sa.func.count()).where(R.c.organization_id == org)
+                             .group_by(R.c.status)).all())
+    cutoff = utcnow() - since
+    recent = dict(conn.execute(sa.select(R.c.status, sa.func.count())
+                               .where(R.c.organization_id == org, R.c.created_at >= cutoff)
+                               .group_by(R.c.status)).all())
+    finished = sum(runs.get(s, 0) for s in ("succeeded", "failed", "dead"))
+    return {
+        "workflows": {"total": sum(by_status.values()), **{s: by_status.get(s, 0) for s in
+                                                            ("active", "paused", "error", "completed")}},
+        "runs": {"total": sum(runs.values()), **{s: runs.get(s, 0) for s in
+                                                  ("queued", "running", "retrying", "succeeded", "failed", "dead")}},
+        "runs_24h": {"total": sum(recent.values()), "succeeded": recent.get("succeeded", 0),
+                     "failed": recent.get("failed", 0) + recent.get("dead", 0)},
+        "success_rate": round(runs.get("succeeded", 0) / finished, 4) if finished else None,
+    }

@@ -1,0 +1,1 @@
+"""Nexus daemon: RPC server, dispatcher, Dramatiq workers and process lifecycle."""

@@ -1,0 +1,92 @@
+"""The Dramatiq actor that runs one attempt: claim it in the store, execute its kind, record the outcome."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import structlog
+
+from nexus_core.errors import ExecutionError, InvalidError, NexusError
+from nexus_core.kinds import RunContext, get_kind
+from nexus_core.kinds.base import tail
+from nexus_core.services import runs as run_service
+from nexus_core.store.db import Store
+
+log = structlog.get_logger("nexus.worker")
+ACTOR_NAME = "nexus_run"
+
+Enqueue = Callable[[str, int, str, float], None]
+"""enqueue(run_id, attempt, queue, delay_seconds)"""
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{int(time.time())}"
+
+
+class Executor:
+    """Runs attempts for whoever consumes the queues: the daemon, or `nexus worker` on another host."""
+
+    def __init__(self, store: Store, enqueue: Enqueue, worker_id: str, *,
+                 on_finished: Callable[[str, str], None] | None = None, metrics: Any = None):
+        self.store = store
+        self.enqueue = enqueue
+        self.worker_id = worker_id
+        self.on_finished = on_finished
+        self.metrics = metrics
+
+    def register(self, broker: dramatiq.Broker) -> dramatiq.Actor[..., None]:
+        # One actor for every queue: the message's queue decides where it runs, the run row what it does.
+        return dramatiq.Actor(self.run, broker=broker, actor_name=ACTOR_NAME, queue_name="automation",
+                              priority=0, options={})
+
+    def run(self, run_id: str, attempt: int) -> None:
+        """Execute one attempt; never raises, so Dramatiq acknowledges only after the outcome is written."""
+        try:
+            claimed = self.store.write(run_service.claim, run_id, attempt, self.worker_id)
+        except NexusError as exc:
+            # The store is down: raising leaves the message unacknowledged for redelivery.
+            log.warning("could not claim run", run_id=run_id, error=exc.message)
+            raise
+        if claimed is None:
+            return  # already done, or owned by another delivery of the same attempt
+        run, wf = claimed["run"], claimed["workflow"]
+        bound = log.bind(run_id=run_id, workflow=run["workflow_name"], attempt=attempt)
+        ok, output, error, retryable = False, "", None, True
+        started = time.perf_counter()
+        if self.metrics:
+            self.metrics.observe("run.start_delay", max(0.0, (claimed["started_at"] - run["created_at"]).total_seconds()))
+        try:
+            if wf is None:
+                raise ExecutionError("the workflow was deleted before this run started", retryable=False)
+            kind = get_kind(wf["kind"])
+            ctx = RunContext(run_id=run_id, workflow_id=wf["id"], workflow_name=wf["name"],
+                             organization_id=run["organization_id"], attempt=attempt, trigger=run["trigger"],
+                             payload=dict(wf["payload"] or {}), timeout=float(wf["timeout"]))
+            result = kind.execute(ctx)
+            ok, output = True, tail(result.output or "")
+        except ExecutionError as exc:
+            error, output, retryable = exc.message, tail(exc.output or ""), exc.retryable
+        except InvalidError as exc:
+            error, retryable = f"invalid definition: {exc.message}", False
+        except Exception as exc:  # noqa: BLE001 - a kind's bug fails the attempt, not the worker
+            bound.exception("kind raised unexpectedly")
+            error = f"{type(exc).__name__}: {exc}"
+        outcome = self.store.write(run_service.finish, run, ok=ok, started_at=claimed["started_at"], output=output,
+                                   error=error, retryable=retryable, backoff=float(wf["backoff"]) if wf else 1.0)
+        if self.metrics:
+            self.metrics.observe("run.duration", time.perf_counter() - started)
+            self.metrics.incr(f"runs.{outcome['status']}")
+        if outcome["status"] == "retrying":
+            delay = max(0.0, (outcome["due"] - claimed["started_at"]).total_seconds()
+                        - (time.perf_counter() - started))
+            self.enqueue(run_id, outcome["attempt"], run["queue"], delay)
+            bound.info("attempt failed, retrying", error=error, delay_s=round(delay, 3))
+        elif not ok:
+            bound.warning("run failed", status=outcome["status"], error=error)
+        if self.on_finished and outcome["status"] != "retrying":
+            self.on_finished(run_id, outcome["status"])

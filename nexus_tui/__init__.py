@@ -1,0 +1,1 @@
+"""Nexus TUI (Textual): arrives with the TUI issue."""
