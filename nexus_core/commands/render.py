@@ -78,6 +78,8 @@ def workflow(wf: dict[str, Any]) -> Any:
         ("created", f"{when(wf['created_at'])} by {wf['created_by']}"), ("id", wf["id"]),
     ])
     parts: list[Any] = [detail]
+    if wf.get("notice"):
+        parts.append(Text(f"note: {wf['notice']}", style="yellow"))
     if wf.get("recent_runs") is not None:
         parts += [Text(""), Text("Recent runs", style="bold"), runs(wf["recent_runs"])]
     return Group(*parts)
@@ -104,6 +106,14 @@ def run(r: dict[str, Any]) -> Any:
         ("duration", f"{r['duration_ms']:.0f} ms" if r.get("duration_ms") is not None else None),
         ("error", r.get("error")),
     ])]
+    if len(r.get("attempts") or []) > 1:
+        table = Table(box=None, header_style="bold", pad_edge=False, title="Attempts", title_justify="left")
+        for col in ("#", "STATUS", "STARTED", "DURATION", "ERROR"):
+            table.add_column(col, overflow="fold")
+        for a in r["attempts"]:
+            duration = f"{a['duration_ms']:.0f} ms" if a.get("duration_ms") is not None else "—"
+            table.add_row(str(a["attempt"]), status(a["status"]), when(a["started_at"]), duration, a.get("error") or "")
+        parts += [Text(""), table]
     if r.get("output"):
         parts += [Text(""), Text("Output (tail)", style="bold"), Text(r["output"])]
     if r.get("wait_timed_out"):

@@ -56,6 +56,16 @@ def _spec(spec: Spec) -> dict[str, Any]:
     return spec.model_dump(exclude_unset=True)
 
 
+SCHEDULER_NOTICE = ("the schedule is stored and validated, but this version has no scheduler yet: "
+                    "it will not fire until the scheduler lands; use auto:trigger to run it now")
+
+
+def _with_notice(wf: dict[str, Any]) -> dict[str, Any]:
+    if wf.get("cron") or wf.get("run_at"):
+        wf["notice"] = SCHEDULER_NOTICE
+    return wf
+
+
 @method("workflows.list", params=ListParams)
 async def list_workflows(call: Call, p: ListParams) -> list[dict[str, Any]]:
     return await call.daemon.store.aread(wf_service.list_all, call.org_id, p.status)
@@ -67,7 +77,7 @@ async def get_workflow(call: Call, p: NameParams) -> dict[str, Any]:
         wf = wf_service.find(conn, call.org_id, p.name)
         out = wf_service.public(wf)
         out["recent_runs"] = run_service.history(conn, call.org_id, wf["id"], limit=10)
-        return out
+        return _with_notice(out)
 
     return await call.daemon.store.aread(read)
 
@@ -78,7 +88,7 @@ async def create_workflow(call: Call, p: Spec) -> dict[str, Any]:
                                       role=call.operator.role)
     result = await call.daemon.store.awrite(wf_service.create, call.org_id, call.actor, values)
     call.daemon.schedule_changed()
-    return result
+    return _with_notice(result)
 
 
 @method("workflows.update", role="operator", params=UpdateParams)
@@ -95,7 +105,7 @@ async def update_workflow(call: Call, p: UpdateParams) -> dict[str, Any]:
 
     result = await call.daemon.store.awrite(write)
     call.daemon.schedule_changed()
-    return result
+    return _with_notice(result)
 
 
 @method("workflows.delete", role="operator", params=NameParams)
