@@ -13,7 +13,7 @@ from dramatiq import Message
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.middleware import Middleware
 
 QUEUES = ("automation", "email", "sync", "report", "webhook")
@@ -35,6 +35,25 @@ MAX_WAKE_TOKENS = 8
 SOCKET_TIMEOUT_S = 5.0
 
 
+#: KEYS = [ack set, queue list, queue's message hash]: what dispatch.lua's maintenance does for one
+#: dead worker's ack set, atomically: ids whose message still exists go back on the queue, the set goes.
+REQUEUE_ACKS_LUA = """
+local moved = 0
+for _, id in ipairs(redis.call("smembers", KEYS[1])) do
+    if redis.call("hexists", KEYS[3], id) == 1 then
+        redis.call("rpush", KEYS[2], id)
+        moved = moved + 1
+    end
+end
+redis.call("del", KEYS[1])
+return moved
+"""
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class NexusRedisBroker(RedisBroker):
     """A RedisBroker whose idle consumers block on a per-queue wake list instead of sleeping."""
 
@@ -42,6 +61,7 @@ class NexusRedisBroker(RedisBroker):
         super().__init__(**kwargs)
         #: queue -> Redis ids a closed consumer held but could not requeue (Redis was down).
         self.lost: dict[str, set[str]] = {}
+        self._requeue_acks = self.client.register_script(REQUEUE_ACKS_LUA)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -130,10 +150,46 @@ class NexusRedisBroker(RedisBroker):
             for field, data in self.client.hscan_iter(f"{self.namespace}:{name}.msgs", count=1000):
                 prefix, sep, _ = (field if isinstance(field, str) else field.decode()).rpartition("/")
                 # Fields without our "<message_id>/<hex>" shape were enqueued by a stock RedisBroker.
-                message_id = prefix if sep else Message.decode(data).message_id
+                try:
+                    message_id = prefix if sep else Message.decode(data).message_id
+                except DecodeError:
+                    continue  # not a Dramatiq message: nothing we could have sent
                 if message_id in wanted:
                     found.add(message_id)
         return found
+
+    def ack_holders(self) -> dict[str, list[str]]:
+        """Broker id -> the declared queues (and delay queues) in whose ack sets it holds fetched, unacked messages."""
+        prefix = f"{self.namespace}:__acks__."
+        names = sorted(self.queues | self.delay_queues, key=len, reverse=True)
+        found: dict[str, list[str]] = {}
+        for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+            rest = (key if isinstance(key, str) else key.decode())[len(prefix):]
+            # "<broker id>.<queue>": a broker id (a host name) may hold dots, a queue name is one we declared.
+            for name in names:
+                if rest.endswith("." + name):
+                    found.setdefault(rest[:-len(name) - 1], []).append(name)
+                    break
+        return found
+
+    def requeue_abandoned(self, broker_ids: Iterable[str]) -> int:
+        """Put the messages dead brokers fetched but never acked back on their queues; returns how many.
+
+        Dramatiq does this itself only once a broker's heartbeat is older than heartbeat_timeout (60 s)
+        and then only on a random ~0.1% of commands, so a message a killed process had prefetched
+        (or held on a delay queue) would wait minutes.  The caller must know these brokers are gone;
+        a copy handed out while its holder still runs it is harmless, as the run's claim is guarded."""
+        holders, moved, woken = self.ack_holders(), 0, set()
+        for broker_id in set(broker_ids):
+            for name in holders.get(broker_id, []):
+                count = int(self._requeue_acks(keys=[f"{self.namespace}:__acks__.{broker_id}.{name}",
+                                                     f"{self.namespace}:{name}", f"{self.namespace}:{name}.msgs"]))
+                if count:
+                    moved += count
+                    woken.add(name)
+        for name in woken:
+            self.wake(name)
+        return moved
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
         """Per declared queue: messages waiting, fetched but not yet acked, and delayed."""
@@ -259,7 +315,8 @@ class _NexusConsumer(_RedisConsumer):
 
 
 def make_broker(url: str, *, namespace: str = "nexus", queues: tuple[str, ...] = QUEUES,
-                middleware: list[Middleware] | None = None, set_global: bool = True) -> NexusRedisBroker:
+                middleware: list[Middleware] | None = None, set_global: bool = True,
+                broker_id: str | None = None) -> NexusRedisBroker:
     """Build the broker for a redis:// or unix:// URL with the given queues declared."""
     pool = redis.ConnectionPool.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
                                          socket_connect_timeout=SOCKET_TIMEOUT_S)
@@ -268,6 +325,10 @@ def make_broker(url: str, *, namespace: str = "nexus", queues: tuple[str, ...] =
     # own internal middleware on start) and we do retries ourselves, so the default is none.
     broker = NexusRedisBroker(client=redis.Redis.from_pool(pool), namespace=namespace,
                               middleware=list(middleware or []))
+    if broker_id:
+        # The daemon passes its worker id, so recovery can tell from the workers table whose ack sets
+        # belong to a process that is gone (Dramatiq's default is a random uuid nobody can check).
+        broker.broker_id = broker_id
     for queue_name in queues:
         broker.declare_queue(queue_name)
     if set_global:

@@ -100,7 +100,8 @@ class Daemon:
             raise UnavailableError(f"database {redact_url(self.store.url)} is unreachable: {exc.orig}") from None
         from nexus_daemon.broker import make_broker
 
-        self.broker = make_broker(self.redis_url, namespace=s.redis_namespace, queues=QUEUES)
+        self.broker = make_broker(self.redis_url, namespace=s.redis_namespace, queues=QUEUES,
+                                  broker_id=self.worker_id)
         self.sender = Sender(self.broker)
         activity.listeners.append(self._push_activity)
         self.executor = Executor(self.store, self.sender.enqueue, self.worker_id,

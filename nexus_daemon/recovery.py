@@ -61,14 +61,20 @@ def live_workers(conn: sa.Connection) -> list[dict[str, Any]]:
 
 def recover(store: "Store", broker: "NexusRedisBroker", sender: "Sender", own_worker_id: str, *,
             startup: bool) -> dict[str, int]:
-    """Interrupt runs whose worker is gone and resend queued runs whose message is not in Redis."""
+    """Interrupt runs whose worker is gone, hand back the messages it had fetched, and resend queued runs
+    whose message is not in Redis."""
+    # Redis before the database: a worker that starts in between must show up in `alive`, not only in `holders`.
+    holders = broker.ack_holders()
     with store.read() as conn:
         pending = run_service.unfinished(conn)
         alive = {w["id"] for w in live_workers(conn)} | {own_worker_id}
+        # Brokers are named after their worker process; ids the workers table does not know are left to Dramatiq.
+        known = set(conn.execute(sa.select(WP.c.id).where(WP.c.id.in_(list(holders)))).scalars()
+                    ) if holders else set()
         # Runs accepted a moment ago may still be on their way to Redis; leave them be.
         recent = set() if startup else set(conn.execute(
             sa.select(R.c.id).where(R.c.status == "queued", R.c.created_at >= utcnow() - SETTLE)).scalars())
-    counts = {"interrupted": 0, "resent": 0}
+    counts = {"interrupted": 0, "requeued": 0, "resent": 0}
     now = utcnow()
     by_queue: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in pending:
@@ -83,6 +89,10 @@ def recover(store: "Store", broker: "NexusRedisBroker", sender: "Sender", own_wo
                                max(0.0, (outcome["due"] - now).total_seconds()))
         elif run["id"] not in recent:
             by_queue[run["queue"]].append(run)
+    # A killed worker's prefetched and delayed messages sit in its ack sets, where they count as present
+    # but nobody will deliver them until Dramatiq's own maintenance, minutes later: put them back now.
+    if known - alive:
+        counts["requeued"] = broker.requeue_abandoned(known - alive)
     for queue_name, runs in by_queue.items():
         ids = {run_service.message_id(r["id"], r["attempt"]): r for r in runs}
         present = broker.message_ids_present(queue_name, list(ids))

@@ -32,7 +32,8 @@ _SPEC_KEYS = {"tz": "timezone"}
 
 
 def _spec(args: dict[str, Any], *, with_name: bool) -> dict[str, Any]:
-    spec = {_SPEC_KEYS.get(k, k): v for k, v in args.items() if v is not None and k != "name"}
+    # A flag not given is False, not "unset": sending it would clear requires_approval on every auto:edit.
+    spec = {_SPEC_KEYS.get(k, k): v for k, v in args.items() if v is not None and v is not False and k != "name"}
     if with_name:
         spec["name"] = args["name"]
     return spec

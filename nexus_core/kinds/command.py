@@ -84,7 +84,8 @@ class CommandKind(Kind):
     admin_only = True
     description = "Runs a program on the worker (no shell); fails when it exits non-zero or times out."
     payload_help = ('{"argv": ["prog", "arg", ...], "cwd": "/absolute/dir" (optional), '
-                    '"env": {"NAME": "value"} (optional)}')
+                    '"env": {"NAME": "value"} (optional)}; the program also gets NEXUS_RUN_ID, '
+                    'NEXUS_WORKFLOW and NEXUS_ATTEMPT')
 
     def validate(self, payload: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(payload) - set(FIELDS))
@@ -133,7 +134,9 @@ class CommandKind(Kind):
         payload = self.validate(ctx.payload)
         argv, cwd = payload["argv"], payload.get("cwd")
         prog = argv[0]
-        env = {**os.environ, **payload.get("env", {})}
+        # Which run and attempt this is, so the program can log it or make its effect idempotent.
+        env = {**os.environ, **payload.get("env", {}), "NEXUS_RUN_ID": ctx.run_id,
+               "NEXUS_WORKFLOW": ctx.workflow_name, "NEXUS_ATTEMPT": str(ctx.attempt)}
         deadline = time.monotonic() + ctx.timeout
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
