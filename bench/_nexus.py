@@ -502,8 +502,8 @@ def summarize_collapsed(path: Path | str, top: int = 15) -> str:
     total = 0
     for line in Path(path).read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
+        if not stack or not count_text.isdigit():
+            continue  # a line py-spy cut short when it was stopped
         count = int(count_text)
         frames = stack.split(";")
         total += count

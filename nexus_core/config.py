@@ -38,7 +38,7 @@ class Settings:
     timezone: str = "UTC"
     organization: str = "default"
     operators: tuple[OperatorRule, ...] = ()
-    worker_threads: int = 8
+    worker_threads: int = 16
     shutdown_grace: float = 30.0
     log_level: str = "info"
     log_format: str = "auto"
@@ -169,7 +169,7 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: An
         timezone=_env("NEXUS_TIMEZONE") or daemon.get("timezone", "UTC"),
         organization=org,
         operators=_operators(raw.get("operators"), org),
-        worker_threads=int(_env("NEXUS_WORKER_THREADS") or daemon.get("worker_threads", 8)),
+        worker_threads=int(_env("NEXUS_WORKER_THREADS") or daemon.get("worker_threads", 16)),
         shutdown_grace=float(_env("NEXUS_SHUTDOWN_GRACE") or daemon.get("shutdown_grace", 30)),
         log_level=(_env("NEXUS_LOG_LEVEL") or daemon.get("log_level", "info")).lower(),
         log_format=_env("NEXUS_LOG_FORMAT") or daemon.get("log_format", "auto"),

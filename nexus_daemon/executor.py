@@ -45,12 +45,13 @@ class Executor:
                               priority=0, options={})
 
     def run(self, run_id: str, attempt: int) -> None:
-        """Execute one attempt; never raises, so Dramatiq acknowledges only after the outcome is written."""
+        """Execute one attempt and record its outcome; Dramatiq acknowledges the message when this returns."""
         try:
-            claimed = self.store.write(run_service.claim, run_id, attempt, self.worker_id)
+            claimed = self.store.write_urgent(run_service.claim, run_id, attempt, self.worker_id)
         except NexusError as exc:
-            # The store is down: raising leaves the message unacknowledged for redelivery.
-            log.warning("could not claim run", run_id=run_id, error=exc.message)
+            # The store is down.  Raising makes Dramatiq reject the message (off to its dead-letter
+            # set); the run is still `queued` in the store, so the recovery sweep sends it again.
+            log.warning("could not claim run; recovery will send it again", run_id=run_id, error=exc.message)
             raise
         if claimed is None:
             return  # already done, or owned by another delivery of the same attempt
@@ -76,7 +77,7 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - a kind's bug fails the attempt, not the worker
             bound.exception("kind raised unexpectedly")
             error = f"{type(exc).__name__}: {exc}"
-        outcome = self.store.write(run_service.finish, run, ok=ok, started_at=claimed["started_at"], output=output,
+        outcome = self.store.write_urgent(run_service.finish, run, ok=ok, started_at=claimed["started_at"], output=output,
                                    error=error, retryable=retryable, backoff=float(wf["backoff"]) if wf else 1.0)
         if self.metrics:
             self.metrics.observe("run.duration", time.perf_counter() - started)

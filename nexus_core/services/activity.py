@@ -27,12 +27,15 @@ def event_dict(row: Any) -> dict[str, Any]:
             "target": m["target"], "message": m["message"], "data": m["data"] or {}}
 
 
+_INSERT_EVENT = sa.insert(A)  # built once: activity is written on every trigger
+
+
 def record(conn: sa.Connection, org: str, actor: str, action: str, *, target: str | None = None,
            message: str = "", level: str = "info", data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write one activity event and return it as sent to subscribers."""
     at = utcnow()
-    result = conn.execute(sa.insert(A).values(organization_id=org, at=at, level=level, actor=actor, action=action,
-                                              target=target, message=message, data=data or {}))
+    result = conn.execute(_INSERT_EVENT, {"organization_id": org, "at": at, "level": level, "actor": actor,
+                                          "action": action, "target": target, "message": message, "data": data or {}})
     event = {"id": result.inserted_primary_key[0], "at": at.isoformat(), "level": level, "actor": actor,
              "action": action, "target": target, "message": message, "data": data or {}}
     # Pushed to subscribers only once the transaction that wrote it has committed.

@@ -17,6 +17,24 @@ from nexus_core.store.types import utcnow
 
 CLAIMABLE = ("queued", "retrying")
 
+# The statements a run passes through on every execution are built once: constructing a SQLAlchemy
+# statement costs several times more than executing it, and these run thousands of times a second.
+_INSERT_RUN = sa.insert(R)
+_CLAIM_RUN = (
+    sa.update(R)
+    .where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"),
+           sa.or_(R.c.status == CLAIMABLE[0], R.c.status == CLAIMABLE[1]))
+    .values(status="running", started_at=sa.bindparam("_now"), worker_id=sa.bindparam("_worker"),
+            next_attempt_at=None)
+    .returning(*R.c)
+)
+_INSERT_ATTEMPT = sa.insert(T)
+_WORKFLOW_BY_ID = sa.select(W).where(W.c.id == sa.bindparam("_id"))
+# Guarded by the attempt so a late outcome of an attempt already given up on changes nothing.
+_FINISH_RUN = sa.update(R).where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"),
+                                 R.c.status == "running")
+_WORKFLOW_LAST_RUN = sa.update(W).where(W.c.id == sa.bindparam("_id"))
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
@@ -46,7 +64,7 @@ def create(conn: sa.Connection, wf: dict[str, Any], trigger: str, actor: str,
            "workflow_name": wf["name"], "trigger": trigger, "triggered_by": actor, "scheduled_for": scheduled_for,
            "queue": wf["queue"], "status": "queued", "attempt": 1, "max_attempts": wf["retries"] + 1,
            "created_at": utcnow()}
-    conn.execute(sa.insert(R).values(**row))
+    conn.execute(_INSERT_RUN, row)
     return {**row, "started_at": None, "finished_at": None, "next_attempt_at": None, "duration_ms": None,
             "error": None, "output": None}
 
@@ -66,6 +84,10 @@ def get(conn: sa.Connection, org: str, run_id: str) -> dict[str, Any]:
          "finished_at": _iso(a.finished_at), "duration_ms": a.duration_ms, "error": a.error, "output": a.output}
         for a in attempts
     ]
+    if out["status"] == "running":  # the attempt under way has no row of its own until it ends
+        out["attempts"].append({"attempt": out["attempt"], "status": "running", "worker": rows[0].worker_id,
+                                "started_at": out["started_at"], "finished_at": None, "duration_ms": None,
+                                "error": None, "output": None})
     return out
 
 
@@ -78,16 +100,13 @@ def history(conn: sa.Connection, org: str, workflow_id: str, limit: int = 20) ->
 def claim(conn: sa.Connection, run_id: str, attempt: int, worker_id: str) -> dict[str, Any] | None:
     """Mark an attempt running, if it is still due; None means another delivery owns or finished it."""
     now = utcnow()
-    claimed = conn.execute(
-        sa.update(R).where(R.c.id == run_id, R.c.attempt == attempt, R.c.status.in_(CLAIMABLE))
-        .values(status="running", started_at=now, worker_id=worker_id, next_attempt_at=None)
-    ).rowcount
-    if not claimed:
+    claimed = conn.execute(_CLAIM_RUN, {"_id": run_id, "_attempt": attempt, "_now": now,
+                                        "_worker": worker_id}).first()
+    if claimed is None:
         return None
-    run = conn.execute(sa.select(R).where(R.c.id == run_id)).one()._mapping
-    conn.execute(sa.insert(T).values(run_id=run_id, organization_id=run["organization_id"], attempt=attempt,
-                                     status="running", worker_id=worker_id, started_at=now))
-    wf = conn.execute(sa.select(W).where(W.c.id == run["workflow_id"])).first()
+    run = claimed._mapping
+    # The attempt's own row is written with its outcome; until then the run row describes it.
+    wf = conn.execute(_WORKFLOW_BY_ID, {"_id": run["workflow_id"]}).first()
     return {"run": dict(run), "workflow": dict(wf._mapping) if wf else None, "started_at": now}
 
 
@@ -97,9 +116,6 @@ def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: da
     now = utcnow()
     duration = (now - started_at).total_seconds() * 1000
     attempt = run["attempt"]
-    conn.execute(sa.update(T).where(T.c.run_id == run["id"], T.c.attempt == attempt)
-                 .values(status="succeeded" if ok else "failed", finished_at=now, duration_ms=duration,
-                         error=error, output=output))
     values: dict[str, Any] = {"duration_ms": duration, "output": output, "error": error}
     due = None
     if ok:
@@ -110,14 +126,16 @@ def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: da
     else:
         values.update(status="dead" if attempt >= run["max_attempts"] and run["max_attempts"] > 1 else "failed",
                       finished_at=now)
-    # Guarded by the attempt so a late outcome of an attempt already given up on changes nothing.
-    changed = conn.execute(sa.update(R).where(R.c.id == run["id"], R.c.attempt == attempt, R.c.status == "running")
-                           .values(**values)).rowcount
+    changed = conn.execute(_FINISH_RUN, {"_id": run["id"], "_attempt": attempt, **values}).rowcount
     if not changed:
         return {"status": "stale", "due": None}
+    conn.execute(_INSERT_ATTEMPT, {"run_id": run["id"], "organization_id": run["organization_id"], "attempt": attempt,
+                                   "status": "succeeded" if ok else "failed", "worker_id": run.get("worker_id"),
+                                   "started_at": started_at, "finished_at": now, "duration_ms": duration,
+                                   "error": error, "output": output})
     if values["status"] in ("succeeded", "failed", "dead"):
-        conn.execute(sa.update(W).where(W.c.id == run["workflow_id"])
-                     .values(last_run_at=now, last_run_status=values["status"]))
+        conn.execute(_WORKFLOW_LAST_RUN, {"_id": run["workflow_id"], "last_run_at": now,
+                                          "last_run_status": values["status"]})
     if values["status"] in ("failed", "dead"):
         _report_failure(conn, run, values["status"], error or "failed", attempt)
     elif values["status"] == "retrying":

@@ -125,8 +125,11 @@ def _next_fire(m: dict[str, Any]) -> str | None:
     return None
 
 
+_BY_NAME = sa.select(W).where(W.c.organization_id == sa.bindparam("_org"), W.c.name == sa.bindparam("_name"))
+
+
 def find(conn: sa.Connection, org: str, name: str) -> dict[str, Any]:
-    row = conn.execute(sa.select(W).where(W.c.organization_id == org, W.c.name == name)).first()
+    row = conn.execute(_BY_NAME, {"_org": org, "_name": name}).first()
     if row is None:
         raise NotFoundError(f"no workflow named {name!r}; `nexus auto:list` shows them", field="name")
     return dict(row._mapping)

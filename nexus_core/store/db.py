@@ -23,6 +23,9 @@ log = structlog.get_logger("nexus.store")
 WriteFn = Callable[..., Any]
 _STOP = object()
 MAX_BATCH = 256
+#: New intake per batch: small enough that a worker's urgent write waits only a few milliseconds
+#: behind a flood of triggers, large enough that the commit is shared.
+MAX_INTAKE = 48
 
 
 def normalize_url(url: str) -> str:
@@ -70,7 +73,12 @@ class Store:
         self.url = normalize_url(url)
         self.engine = create_engine(self.url)
         self._write_engine = self.engine.execution_options(nexus_write=True)
+        # Two lanes: work already under way (a worker's claim or outcome) goes before new intake, so a
+        # flood of triggers cannot starve the workers that would drain it.  `_wake` holds one token per
+        # queued item; the writer blocks on it.
+        self._urgent: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wake: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -94,16 +102,23 @@ class Store:
                     self._thread = threading.Thread(target=self._writer, name="nexus-writer", daemon=True)
                     self._thread.start()
 
-    def submit(self, fn: WriteFn, *args: Any) -> Future[Any]:
-        """Queue `fn(conn, *args)` to run inside a write transaction; the future resolves after commit."""
+    def submit(self, fn: WriteFn, *args: Any, urgent: bool = False) -> Future[Any]:
+        """Queue `fn(conn, *args)` to run inside a write transaction; the future resolves after commit.
+
+        `urgent` writes (progress of work already accepted) are taken before the others."""
         self._ensure_writer()
         fut: Future[Any] = Future()
-        self._queue.put((fn, args, fut))
+        (self._urgent if urgent else self._queue).put((fn, args, fut))
+        self._wake.put(None)
         return fut
 
     def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args, **kwargs)` in a committed write transaction and return its result."""
         return self.submit(partial(fn, **kwargs) if kwargs else fn, *args).result()
+
+    def write_urgent(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Like write(), ahead of queued non-urgent writes: for workers recording progress."""
+        return self.submit(partial(fn, **kwargs) if kwargs else fn, *args, urgent=True).result()
 
     async def awrite(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.wrap_future(self.submit(partial(fn, **kwargs) if kwargs else fn, *args))
@@ -118,21 +133,25 @@ class Store:
         return await asyncio.to_thread(run)
 
     def _writer(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    self._run_batch(batch)
-                    return
-                batch.append(nxt)
-            self._run_batch(batch)
+        stopping = False
+        while not stopping:
+            self._wake.get()
+            batch: list[Any] = []
+            for lane, limit in ((self._urgent, MAX_BATCH), (self._queue, MAX_INTAKE)):
+                while len(batch) < limit:
+                    try:
+                        item = lane.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        continue
+                    batch.append(item)
+            # One token was taken above; take the rest of this batch's (they are there: put after the item).
+            for _ in range(len(batch) + (1 if stopping else 0) - 1):
+                self._wake.get()
+            if batch:
+                self._run_batch(batch)
 
     def _run_batch(self, batch: list[tuple[WriteFn, tuple[Any, ...], Future[Any]]]) -> None:
         hooks: list[Callable[[], Any]] = []
@@ -183,6 +202,7 @@ class Store:
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(_STOP)
+            self._wake.put(None)
             self._thread.join(timeout=30)
             self._thread = None
         self.engine.dispose()
