@@ -116,6 +116,17 @@ def test_command_uses_cwd_env_and_no_stdin(tmp_path) -> None:  # type: ignore[no
     assert result.output == f"{tmp_path}\nfrom payload\ndone\n"
 
 
+def test_command_gets_run_ids_but_not_the_daemons_secrets(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("NEXUS_DATABASE_URL", "postgresql://nexus:hunter2@db/nexus")
+    monkeypatch.setenv("HUBSPOT_TOKEN", "pat-secret")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    out = run("command", {"argv": ["env"]}, attempt=2).output
+    env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert env["NEXUS_RUN_ID"] == "run-123" and env["NEXUS_WORKFLOW"] == "test" and env["NEXUS_ATTEMPT"] == "2"
+    assert env["LC_ALL"] == "C.UTF-8" and env["PATH"]
+    assert "hunter2" not in out and "pat-secret" not in out
+
+
 def test_command_nonzero_exit_fails_with_code_and_output() -> None:
     err = failure("command", {"argv": ["sh", "-c", "echo boom; exit 3"]})
     assert "exited with status 3" in err.message

@@ -22,6 +22,16 @@ CHUNK_BYTES = 64 * 1024
 POLL_SECONDS = 0.1
 LEFTOVER_GRACE_SECONDS = 0.5
 """After the program exits, how long background children that still hold the output pipe may keep writing."""
+#: What a program inherits from the worker's environment.  Only these: the daemon's environment carries
+#: its database and Redis URLs and the integrations' API tokens, which a workflow's program must not see.
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+
+
+def program_env(extra: dict[str, str], run_vars: dict[str, str]) -> dict[str, str]:
+    """The environment of a workflow's program: a safe subset of the worker's, the payload's env, the run's ids."""
+    env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    return {**env, **extra, **run_vars}
 
 
 def _invalid(key: str, message: str) -> InvalidError:
@@ -135,8 +145,8 @@ class CommandKind(Kind):
         argv, cwd = payload["argv"], payload.get("cwd")
         prog = argv[0]
         # Which run and attempt this is, so the program can log it or make its effect idempotent.
-        env = {**os.environ, **payload.get("env", {}), "NEXUS_RUN_ID": ctx.run_id,
-               "NEXUS_WORKFLOW": ctx.workflow_name, "NEXUS_ATTEMPT": str(ctx.attempt)}
+        env = program_env(payload.get("env", {}), {"NEXUS_RUN_ID": ctx.run_id, "NEXUS_WORKFLOW": ctx.workflow_name,
+                                                   "NEXUS_ATTEMPT": str(ctx.attempt)})
         deadline = time.monotonic() + ctx.timeout
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
