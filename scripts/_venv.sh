@@ -24,6 +24,7 @@ ensure_venv() {  # ensure_venv EXTRAS STAMP
   echo "setting up $venv (first run; takes about a minute)…" >&2
   [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root$extras" >&2
+  # PYTHONWARNINGS: setuptools' notes about editable installs are for package authors, not for you.
+  PYTHONWARNINGS=ignore "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root$extras" >&2
   touch "$stamp"
 }

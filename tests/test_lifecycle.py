@@ -122,6 +122,14 @@ def test_cli_starts_a_daemon_when_none_runs(make_daemon, home: Path) -> None:  #
         assert third.returncode == 0 and "started" not in third.stderr
         assert int(lock.read_text().strip()) == pid  # still the same daemon
         assert daemon.call("system.handshake", {"protocol": 1})["daemon_pid"] == pid
+
+        stopped = daemon.cli("daemon:stop")
+        assert stopped.returncode == 0 and f"daemon pid {pid} is stopping" in stopped.stdout, stopped.stderr
+        wait_for(lambda: not alive(pid), timeout=30, what="the daemon to stop after daemon:stop")
+        # Stopping when none runs says so and does not start one just to stop it.
+        again = daemon.cli("daemon:stop")
+        assert again.returncode == 3 and "started" not in again.stderr, again.stderr
+        assert not daemon.socket.exists()
     finally:
         if pid is None and lock.exists() and lock.read_text().strip():
             pid = int(lock.read_text().strip())

@@ -47,7 +47,7 @@ def run_command(cmd: Command, args: dict[str, Any], as_json: bool) -> int:
             if p.choices and args.get(p.name) is not None and args[p.name] not in p.choices:
                 raise InvalidError(f"{p.option} must be one of {', '.join(p.choices)}", field=p.name)
         params = cmd.rpc_params(args)
-        with connect(settings(), quiet=as_json) as client:
+        with connect(settings(), quiet=as_json, autostart=cmd.autostart) as client:
             answer = client.call(cmd.method, params)
     except NexusError as exc:
         return report_error(exc, as_json)

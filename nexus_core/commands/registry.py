@@ -43,6 +43,8 @@ class Command:
     outcome: Callable[[Any], int] | None = None
     """Exit code for an answer that reports a failure (e.g. a waited-for run that failed); default 0."""
     examples: tuple[str, ...] = field(default_factory=tuple)
+    autostart: bool = True
+    """Whether calling it may start a background daemon (not for commands that stop one)."""
 
     def rpc_params(self, args: dict[str, Any]) -> dict[str, Any]:
         if self.build is not None:

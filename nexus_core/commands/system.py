@@ -20,6 +20,10 @@ command(Command("sys:metrics", "Run and RPC counters and latencies since the dae
                     [(k, v) for k, v in sorted(r["counters"].items())]
                     + [(k, f"p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms, n={v['count']}")
                        for k, v in sorted(r["latency"].items())])))
+command(Command("daemon:stop", "Stop the daemon gracefully: no new work, running jobs get the grace period.",
+                "system.stop", render=lambda r: _r().message(
+                    f"daemon pid {r['pid']} is stopping; running jobs get up to {r['grace_s']:g}s to finish"),
+                mutating=True, autostart=False))
 command(Command("activity:recent", "The activity log, newest first.", "activity.recent",
                 (Param("limit", "how many events", type=int),), render=lambda r: _r().events(r)))
 command(Command("notifications:list", "Notifications, newest first.", "notifications.list",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from typing import Any
 
 from pydantic import Field
@@ -9,6 +12,7 @@ from pydantic import Field
 from nexus_core import __version__
 from nexus_core.errors import InvalidError
 from nexus_core.rpc.protocol import PROTOCOL_VERSION
+from nexus_core.services import activity
 from nexus_daemon.handlers import Call, Params, method
 
 
@@ -37,6 +41,16 @@ async def ping(call: Call, p: Params) -> str:
 @method("system.health")
 async def health(call: Call, p: Params) -> dict[str, Any]:
     return await call.daemon.health()
+
+
+@method("system.stop", role="admin")
+async def stop(call: Call, p: Params) -> dict[str, Any]:
+    daemon = call.daemon
+    await daemon.store.awrite(activity.record, call.org_id, call.actor, "daemon.stop",
+                              message=f"{call.actor} stopped the daemon (pid {daemon.pid})")
+    # The same path as SIGTERM, a moment later so this answer still reaches the caller.
+    asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+    return {"pid": daemon.pid, "grace_s": daemon.settings.shutdown_grace}
 
 
 @method("system.metrics")
