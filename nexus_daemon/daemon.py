@@ -58,6 +58,7 @@ class Daemon:
         self.sender: Sender | None = None
         self.dispatcher: Dispatcher | None = None  # type: ignore[assignment]
         self._lock_fd: int | None = None
+        self.scheduler: Any = None
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -114,6 +115,11 @@ class Daemon:
 
             self.worker = dramatiq.Worker(self.broker, queues=set(QUEUES), worker_threads=s.worker_threads)
             self.worker.start()
+        if self.with_rpc:  # the daemon schedules; `nexus worker` processes only run jobs
+            from nexus_daemon.scheduler import Scheduler
+
+            self.scheduler = Scheduler(self.store, self.sender.enqueue, metrics=self.metrics)
+            self.scheduler.start()
         threading.Thread(target=self._housekeeping, name="nexus-housekeeping", daemon=True).start()
         log.info("daemon started", version=__version__, pid=self.pid, database=redact_url(self.store.url),
                  redis=redact_url(self.redis_url), embedded_redis=self.redis is not None,
@@ -180,7 +186,7 @@ class Daemon:
         log.info("listening", socket=str(path))
         await stop.wait()
         log.info("stopping: no new requests, letting running jobs finish", grace_s=self.settings.shutdown_grace)
-        systemd.notify("STOPPING=1")
+        systemd.notify("STOPPING=1\nSTATUS=stopping: letting running jobs finish")
         self.stopping = True
         server.close()
         for conn in list(self.connections):
@@ -190,14 +196,17 @@ class Daemon:
     def _wait_for_signal(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop_event.set())
-        systemd.notify("READY=1")
+        systemd.notify(f"READY=1\nSTATUS=running workers only\nMAINPID={self.pid}")
         while not self._stop_event.wait(1.0):
             pass
-        systemd.notify("STOPPING=1")
+        systemd.notify("STOPPING=1\nSTATUS=stopping: letting running jobs finish")
 
     def _shutdown(self) -> None:
         self.stopping = True
         self._stop_event.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+            self.scheduler = None
         if self.worker is not None:
             self.worker.stop(timeout=int(self.settings.shutdown_grace * 1000))
             self.worker = None
@@ -226,11 +235,14 @@ class Daemon:
     def _housekeeping(self) -> None:
         """Heartbeat, systemd watchdog, and a periodic recovery sweep for runs other hosts left behind."""
         watchdog = systemd.watchdog_interval()
-        tick = min(recovery.HEARTBEAT_SECONDS, watchdog or recovery.HEARTBEAT_SECONDS)
+        if watchdog:
+            # Beats come from their own thread, so a slow database call below never delays one. The
+            # daemon beats only while its event loop answers (a hung loop gets it restarted); the
+            # workers-only process (`nexus worker`) has no loop and beats while it is alive.
+            loop = (lambda: getattr(self, "loop", None)) if self.with_rpc else None
+            systemd.Watchdog(watchdog, self._stop_event, loop).start()
         last_sweep = time.monotonic()
-        while not self._stop_event.wait(tick):
-            if watchdog:
-                systemd.notify("WATCHDOG=1")
+        while not self._stop_event.wait(recovery.HEARTBEAT_SECONDS):
             try:
                 if self.with_workers and self.store is not None:
                     recovery.heartbeat(self.store, self.worker_id, QUEUES)
@@ -257,7 +269,9 @@ class Daemon:
         return self._orgs[name]
 
     def schedule_changed(self) -> None:
-        """Hook for the scheduler: a workflow was created, changed, paused, resumed or deleted."""
+        """A workflow was created, changed, paused, resumed or deleted: the scheduler looks again now."""
+        if self.scheduler is not None:
+            self.scheduler.changed()
 
     def _run_finished(self, run_id: str, status: str) -> None:
         if self.dispatcher is not None:
@@ -298,6 +312,8 @@ class Daemon:
             out["redis"] = {"ok": False, "embedded": self.redis is not None, "url": redact_url(self.redis_url),
                             "error": str(exc)}
             out["queues"] = {}
+        if self.scheduler is not None:
+            out["scheduler"] = self.scheduler.status()
         out["workers"] = {"processes": len(workers), "in_daemon": bool(self.worker),
                           "threads": self.settings.worker_threads if self.worker else 0,
                           "hosts": sorted({w["host"] for w in workers})}

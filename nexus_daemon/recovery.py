@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 import structlog
 
+from nexus_core.services import fires
 from nexus_core.services import runs as run_service
 from nexus_core.store.models import runs_table as R
 from nexus_core.store.models import workers_table as WP
@@ -87,6 +88,8 @@ def recover(store: "Store", broker: "NexusRedisBroker", sender: "Sender", own_wo
             if outcome and outcome["status"] == "retrying":
                 sender.enqueue(run["id"], outcome["attempt"], run["queue"],
                                max(0.0, (outcome["due"] - now).total_seconds()))
+            if outcome and outcome.get("released"):
+                sender.enqueue(outcome["released"][0], 1, outcome["released"][1])
         elif run["id"] not in recent:
             by_queue[run["queue"]].append(run)
     # A killed worker's prefetched and delayed messages sit in its ack sets, where they count as present
@@ -102,6 +105,15 @@ def recover(store: "Store", broker: "NexusRedisBroker", sender: "Sender", own_wo
             delay = max(0.0, (run["next_attempt_at"] - now).total_seconds()) if run["next_attempt_at"] else 0.0
             sender.enqueue(run["id"], run["attempt"], queue_name, delay)
             counts["resent"] += 1
+    # Fires held by overlap policy `queue` whose predecessor ended without releasing them (a crash
+    # between the two, or a run that was deleted): let the oldest of each go.
+    with store.read() as conn:
+        held = list(conn.execute(sa.select(R.c.workflow_id).distinct().where(R.c.status == "waiting")).scalars())
+    for workflow_id in held:
+        released = store.write(fires.release_waiting, workflow_id)
+        if released:
+            sender.enqueue(released[0], 1, released[1])
+            counts["released"] = counts.get("released", 0) + 1
     if any(counts.values()):
         log.info("recovered runs", **counts, startup=startup)
     return counts

@@ -79,8 +79,7 @@ def db_upgrade() -> None:
     from nexus_core.store.db import Store
 
     try:
-        settings = settings()
-        store = Store(settings.effective_database_url)
+        store = Store(settings().effective_database_url)
         changed = migrate.upgrade(store.engine)
         store.close()
     except NexusError as exc:

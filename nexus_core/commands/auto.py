@@ -27,6 +27,12 @@ SPEC_OPTIONS = (
     Param("timeout", "seconds one attempt may take (default 600)", type=float),
     Param("description", "what this workflow is for"),
     Param("requires_approval", "ask for confirmation before triggering from the TUI", type=bool),
+    Param("misfire", "fires missed by more than --grace (daemon down, paused): skip (default), once "
+                     "(one catch-up run) or all (each, at most --max-catchup)", choices=("skip", "once", "all")),
+    Param("max_catchup", "with --misfire all: at most this many catch-up runs (default 10)", type=int),
+    Param("grace", "seconds a fire may be late and still count as on time (default 60)", type=float),
+    Param("overlap", "a fire while the previous run still runs: skip (default), queue or allow",
+          choices=("skip", "queue", "allow")),
 )
 _SPEC_KEYS = {"tz": "timezone"}
 
@@ -71,7 +77,11 @@ command(Command(
 command(Command("auto:pause", "Pause a workflow's schedule.", "workflows.pause", (NAME,),
                 render=lambda r: _r().message(f"{r['name']} is {r['status']}"), mutating=True))
 command(Command("auto:resume", "Resume a paused workflow.", "workflows.resume", (NAME,),
-                render=lambda r: _r().message(f"{r['name']} is {r['status']}"), mutating=True))
+                render=lambda r: _r().message(f"{r['name']} is {r['status']}"
+                                              + (f"; {r['notice']}" if r.get("notice") else "")), mutating=True))
+command(Command("auto:next", "The next fire times of a workflow's schedule.", "workflows.next",
+                (NAME, Param("count", "how many (default 5, at most 100)", type=int)),
+                render=lambda r: _r().next_fires(r)))
 command(Command("auto:logs", "A workflow's runs, newest first.", "runs.list",
                 (Param("name", "workflow name", positional=True, required=True, complete="workflow"),
                  Param("limit", "how many runs", type=int)),

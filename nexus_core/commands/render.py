@@ -11,7 +11,7 @@ from rich.text import Text
 
 STATUS_STYLE = {"active": "green", "paused": "yellow", "error": "red", "completed": "dim",
                 "queued": "cyan", "running": "blue", "succeeded": "green", "failed": "red", "retrying": "yellow",
-                "dead": "bold red", "info": "", "warning": "yellow"}
+                "dead": "bold red", "info": "", "warning": "yellow", "waiting": "cyan", "skipped": "dim"}
 
 
 def status(value: str | None) -> Text:
@@ -75,6 +75,8 @@ def workflow(wf: dict[str, Any]) -> Any:
         ("description", wf["description"]), ("schedule", schedule(wf)), ("next fire", when(wf.get("next_fire_at"))),
         ("attempts", f"{wf['attempts']} ({wf['retries']} retries, backoff {wf['backoff']:g}s doubling)"),
         ("timeout", f"{wf['timeout']:g}s"), ("payload", json.dumps(wf["payload"], sort_keys=True)),
+        ("policies", f"misfire {wf['misfire']}" + (f" (at most {wf['max_catchup']})" if wf["misfire"] == "all" else "")
+                     + f", grace {wf['grace']:g}s, overlap {wf['overlap']}"),
         ("created", f"{when(wf['created_at'])} by {wf['created_by']}"), ("id", wf["id"]),
     ])
     parts: list[Any] = [detail]
@@ -82,6 +84,21 @@ def workflow(wf: dict[str, Any]) -> Any:
         parts.append(Text(f"note: {wf['notice']}", style="yellow"))
     if wf.get("recent_runs") is not None:
         parts += [Text(""), Text("Recent runs", style="bold"), runs(wf["recent_runs"])]
+    return Group(*parts)
+
+
+def next_fires(r: dict[str, Any]) -> Any:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("#")
+    table.add_column(f"LOCAL ({r['timezone']})")
+    table.add_column("UTC")
+    for i, fire in enumerate(r["fires"], 1):
+        local = datetime.fromisoformat(fire["local"])
+        table.add_row(str(i), local.strftime("%a %Y-%m-%d %H:%M:%S %Z"),
+                      datetime.fromisoformat(fire["at"]).strftime("%Y-%m-%d %H:%M:%S"))
+    parts: list[Any] = [Text(f"{r['name']}: {r['cron'] or 'one-off'}", style="bold"), table]
+    if r.get("notice"):
+        parts.append(Text(f"note: {r['notice']}", style="yellow"))
     return Group(*parts)
 
 

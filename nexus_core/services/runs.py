@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from nexus_core.errors import NotFoundError
-from nexus_core.services import activity
+from nexus_core.services import activity, fires
 from nexus_core.store.models import attempts_table as T
 from nexus_core.store.models import new_id
 from nexus_core.store.models import runs_table as R
@@ -111,8 +111,12 @@ def claim(conn: sa.Connection, run_id: str, attempt: int, worker_id: str) -> dic
 
 
 def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "",
-           error: str | None = None, retryable: bool = True, backoff: float = 1.0) -> dict[str, Any]:
-    """Record an attempt's outcome; returns the run's new state and, for a retry, when it is due."""
+           error: str | None = None, retryable: bool = True, backoff: float = 1.0,
+           release_waiting: bool = False) -> dict[str, Any]:
+    """Record an attempt's outcome; returns the run's new state and, for a retry, when it is due.
+
+    With `release_waiting` (overlap policy `queue`), a final outcome lets the next held fire go:
+    it is returned as `released` (run id, queue) for the caller to send."""
     now = utcnow()
     duration = (now - started_at).total_seconds() * 1000
     attempt = run["attempt"]
@@ -143,7 +147,10 @@ def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: da
                         level="warning", data={"run_id": run["id"], "attempt": attempt},
                         message=f"{run['workflow_name']} attempt {attempt} failed: {_first_line(error)}; "
                                 f"retrying at {due.isoformat(timespec='seconds') if due else '?'}")
-    return {"status": values["status"], "due": due, "attempt": values.get("attempt", attempt)}
+    released = None
+    if release_waiting and values["status"] in ("succeeded", "failed", "dead"):
+        released = fires.release_waiting(conn, run["workflow_id"])
+    return {"status": values["status"], "due": due, "attempt": values.get("attempt", attempt), "released": released}
 
 
 def _first_line(text: str | None) -> str:
@@ -165,9 +172,9 @@ def interrupt(conn: sa.Connection, run_id: str, reason: str) -> dict[str, Any] |
     if row is None:
         return None
     run = dict(row._mapping)
-    wf = conn.execute(sa.select(W.c.backoff).where(W.c.id == run["workflow_id"])).first()
+    wf = conn.execute(sa.select(W.c.backoff, W.c.overlap).where(W.c.id == run["workflow_id"])).first()
     return finish(conn, run, ok=False, started_at=run["started_at"] or utcnow(), error=reason,
-                  backoff=wf.backoff if wf else 1.0)
+                  backoff=wf.backoff if wf else 1.0, release_waiting=bool(wf and (wf.overlap == "queue" or run["trigger"] == "catchup")))
 
 
 def unfinished(conn: sa.Connection) -> list[dict[str, Any]]:

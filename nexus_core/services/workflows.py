@@ -13,16 +13,18 @@ from nexus_core import schedule
 from nexus_core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from nexus_core.kinds import get_kind
 from nexus_core.services import activity
-from nexus_core.store.models import new_id
+from nexus_core.store.models import MISFIRE_POLICIES, OVERLAP_POLICIES, new_id
 from nexus_core.store.models import runs_table as R
 from nexus_core.store.models import workflows_table as W
 from nexus_core.store.types import utcnow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_PAYLOAD_BYTES = 64 * 1024
-LIMITS = {"retries": (0, 20), "backoff": (0.1, 3600.0), "timeout": (1.0, 86400.0)}
+LIMITS = {"retries": (0, 20), "backoff": (0.1, 3600.0), "timeout": (1.0, 86400.0), "max_catchup": (0, 1000),
+          "grace": (0.0, 86400.0)}
 SPEC_FIELDS = ("name", "kind", "cron", "timezone", "at", "payload", "retries", "backoff", "timeout",
-               "description", "requires_approval")
+               "description", "requires_approval", "misfire", "max_catchup", "grace", "overlap")
+SCHEDULE_FIELDS = ("cron", "timezone", "run_at")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -86,7 +88,12 @@ def validate_spec(spec: dict[str, Any], *, current: dict[str, Any] | None, defau
             value = spec[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise InvalidError(f"{key} must be a number from {low:g} to {high:g}, got {value!r}", field=key)
-            values[key] = int(value) if key == "retries" else float(value)
+            values[key] = int(value) if key in ("retries", "max_catchup") else float(value)
+    for key, allowed in (("misfire", MISFIRE_POLICIES), ("overlap", OVERLAP_POLICIES)):
+        if key in spec and spec[key] is not None:
+            if spec[key] not in allowed:
+                raise InvalidError(f"{key} must be one of {', '.join(allowed)}, got {spec[key]!r}", field=key)
+            values[key] = spec[key]
     if "description" in spec:
         text = spec["description"] or ""
         if not isinstance(text, str) or len(text) > 500:
@@ -111,17 +118,17 @@ def public(row: Any, *, masked: tuple[str, ...] | None = None) -> dict[str, Any]
         "timeout": m["timeout"], "requires_approval": m["requires_approval"], "created_by": m["created_by"],
         "created_at": _iso(m["created_at"]), "updated_at": _iso(m["updated_at"]),
         "last_run_at": _iso(m["last_run_at"]), "last_run_status": m["last_run_status"],
-        "next_fire_at": _next_fire(m),
+        "next_fire_at": _iso(m["next_fire_at"]) if m["status"] == "active" else None,
+        "misfire": m["misfire"], "max_catchup": m["max_catchup"], "grace": m["grace"], "overlap": m["overlap"],
     }
 
 
-def _next_fire(m: dict[str, Any]) -> str | None:
-    if m["status"] != "active":
-        return None
-    if m["run_at"]:
-        return _iso(m["run_at"])
-    if m["cron"]:
-        return _iso(schedule.next_fire(m["cron"], datetime.now(timezone.utc), m["timezone"]))
+def first_fire(m: dict[str, Any], now: datetime) -> datetime | None:
+    """The next fire of a schedule as it stands at `now` (None without one)."""
+    if m.get("run_at"):
+        return m["run_at"] if m["run_at"] > now else None
+    if m.get("cron"):
+        return schedule.next_fire(m["cron"], now, m["timezone"])
     return None
 
 
@@ -158,7 +165,10 @@ def create(conn: sa.Connection, org: str, actor: str, values: dict[str, Any]) ->
     now = utcnow()
     row = {"id": new_id(), "organization_id": org, "status": "active", "description": "", "retries": 2,
            "backoff": 1.0, "timeout": 600.0, "requires_approval": False, "cron": None, "run_at": None,
-           "payload": {}, "last_run_at": None, "last_run_status": None, "created_by": actor, "created_at": now, "updated_at": now, **values}
+           "misfire": "skip", "max_catchup": 10, "grace": 60.0, "overlap": "skip",
+           "payload": {}, "last_run_at": None, "last_run_status": None, "created_by": actor, "created_at": now,
+           "updated_at": now, **values}
+    row["next_fire_at"] = first_fire(row, now)
     conn.execute(sa.insert(W).values(**row))
     activity.record(conn, org, actor, "workflow.created", target=row["name"],
                     message=f"{actor} created workflow {row['name']} ({row['kind']})")
@@ -173,9 +183,11 @@ def update(conn: sa.Connection, org: str, actor: str, name: str, values: dict[st
     values = {k: v for k, v in values.items() if current.get(k) != v}
     if not values:
         return public(current)
-    values["updated_at"] = utcnow()
+    values["updated_at"] = now = utcnow()
     if current["status"] == "completed" and ("run_at" in values or "cron" in values):
         values["status"] = "active"
+    if any(k in values for k in SCHEDULE_FIELDS):  # a new schedule starts from now: nothing is "missed"
+        values["next_fire_at"] = first_fire({**current, **values}, now)
     conn.execute(sa.update(W).where(W.c.id == current["id"]).values(**values))
     changed = sorted(k for k in values if k != "updated_at")
     activity.record(conn, org, actor, "workflow.updated", target=values.get("name", name),
@@ -187,7 +199,7 @@ def delete(conn: sa.Connection, org: str, actor: str, name: str) -> dict[str, An
     current = find(conn, org, name)
     # Runs stay as history; ones that never started are closed so nothing waits forever.
     cancelled = conn.execute(
-        sa.update(R).where(R.c.workflow_id == current["id"], R.c.status.in_(("queued", "retrying")))
+        sa.update(R).where(R.c.workflow_id == current["id"], R.c.status.in_(("waiting", "queued", "retrying")))
         .values(status="failed", finished_at=utcnow(), error="workflow was deleted before this run started")
     ).rowcount
     conn.execute(sa.delete(W).where(W.c.id == current["id"]))
@@ -202,10 +214,65 @@ def set_status(conn: sa.Connection, org: str, actor: str, name: str, status: str
         return public(current)
     if status == "active" and current["status"] == "completed":
         raise ConflictError(f"{name} has completed its one-off run; give it a new --at with auto:edit", field="name")
-    conn.execute(sa.update(W).where(W.c.id == current["id"]).values(status=status, updated_at=utcnow()))
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    notice = None
+    if status == "active":
+        values["next_fire_at"], notice = _resume_from(current, now)
+    conn.execute(sa.update(W).where(W.c.id == current["id"]).values(**values))
     verb = {"paused": "paused", "active": "resumed"}.get(status, status)
-    activity.record(conn, org, actor, f"workflow.{verb}", target=name, message=f"{actor} {verb} {name}")
-    return public({**current, "status": status})
+    activity.record(conn, org, actor, f"workflow.{verb}", target=name,
+                    message=f"{actor} {verb} {name}" + (f"; {notice}" if notice else ""))
+    out = public({**current, **values})
+    if notice:
+        out["notice"] = notice
+    return out
+
+
+def _resume_from(wf: dict[str, Any], now: datetime) -> tuple[datetime | None, str | None]:
+    """Where a resumed workflow's schedule picks up, and what it will catch up (policy once/all only)."""
+    pending = wf["next_fire_at"]
+    if pending is not None and pending > now:
+        return pending, None  # nothing was missed while paused
+    if pending is None or wf["misfire"] == "skip":
+        nxt = first_fire(wf, now)
+        if nxt is None and wf["run_at"]:
+            return None, "its one-off time has passed while paused; give it a new --at with auto:edit"
+        return nxt, ("fires missed while paused are skipped (misfire policy skip)" if pending is not None else None)
+    # once/all: leave the missed fire pending; the scheduler applies the policy to it right away.
+    if wf["misfire"] == "once":
+        return pending, "fires missed while paused get one catch-up run now (misfire policy once)"
+    if wf["cron"]:
+        count = len(schedule.fires_between(wf["cron"], wf["timezone"], pending - timedelta(microseconds=1), now,
+                                           int(wf["max_catchup"])))
+    else:
+        count = 1
+    return pending, (f"fires missed while paused get {count} catch-up run(s) now (misfire policy all, "
+                     f"at most {wf['max_catchup']})")
+
+
+def upcoming(wf: dict[str, Any], count: int, now: datetime | None = None) -> dict[str, Any]:
+    """The next `count` fire times of a workflow's schedule, in UTC and in its zone."""
+    now = now or utcnow()
+    zone = schedule.zone(wf["timezone"])
+    if wf["cron"]:
+        start = wf["next_fire_at"] - timedelta(microseconds=1) if wf["status"] == "active" and wf["next_fire_at"] \
+            else now
+        times = schedule.next_fires(wf["cron"], start, wf["timezone"], count)
+    elif wf["run_at"] and wf["status"] != "completed":
+        times = [wf["run_at"]]
+    else:
+        times = []
+    notice = None
+    if wf["status"] == "paused":
+        notice = "paused: nothing fires until auto:resume"
+    elif wf["status"] == "completed":
+        notice = "completed: its one-off run has fired"
+    elif not wf["cron"] and not wf["run_at"]:
+        notice = "no schedule: it runs only when triggered"
+    return {"name": wf["name"], "status": wf["status"], "cron": wf["cron"], "timezone": wf["timezone"],
+            "fires": [{"at": t.isoformat(), "local": t.astimezone(zone).isoformat()} for t in times],
+            "notice": notice}
 
 
 def stats(conn: sa.Connection, org: str, since: timedelta = timedelta(hours=24)) -> dict[str, Any]:

@@ -13,9 +13,14 @@ from sqlmodel import Field, SQLModel
 from nexus_core.store.types import UTCDateTime, utcnow
 
 WORKFLOW_STATUSES = ("active", "paused", "error", "completed")
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "retrying", "dead")
-FINAL_RUN_STATUSES = ("succeeded", "failed", "dead")
-TRIGGERS = ("cron", "once", "manual", "webhook", "event")
+# `waiting`: a fire held back by the overlap policy `queue` until the run before it ends;
+# `skipped`: a fire the overlap policy `skip` did not run (kept so each fire is accounted for once).
+RUN_STATUSES = ("waiting", "queued", "running", "succeeded", "failed", "retrying", "dead", "skipped")
+FINAL_RUN_STATUSES = ("succeeded", "failed", "dead", "skipped")
+ACTIVE_RUN_STATUSES = ("queued", "running", "retrying")
+TRIGGERS = ("cron", "once", "catchup", "manual", "webhook", "event")
+MISFIRE_POLICIES = ("skip", "once", "all")
+OVERLAP_POLICIES = ("skip", "allow", "queue")
 
 
 def new_id() -> str:
@@ -62,13 +67,20 @@ class Workflow(SQLModel, table=True):
     cron: str | None = Field(default=None, max_length=120)
     timezone: str = Field(default="UTC", max_length=64)
     run_at: datetime | None = _ts(default=None, nullable=True)
+    # The scheduler's state: the next fire not yet made (NULL when there is none to make).  A fire is
+    # taken by moving this forward with a guard on its old value, in the transaction that writes the run.
+    next_fire_at: datetime | None = _ts(default=None, nullable=True, index=True)
+    misfire: str = Field(default="skip", max_length=8, sa_column_kwargs={"server_default": "skip"})
+    max_catchup: int = Field(default=10, sa_column_kwargs={"server_default": "10"})
+    grace: float = Field(default=60.0, sa_column_kwargs={"server_default": "60.0"})
+    overlap: str = Field(default="skip", max_length=8, sa_column_kwargs={"server_default": "skip"})
     retries: int = Field(default=2, sa_column_kwargs={"server_default": "2"})
     backoff: float = Field(default=1.0, sa_column_kwargs={"server_default": "1.0"})
     timeout: float = Field(default=600.0, sa_column_kwargs={"server_default": "600.0"})
     requires_approval: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_by: str = Field(default="system", max_length=64)
     created_at: datetime = _ts(default_factory=utcnow)
-    updated_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow, index=True)
     last_run_at: datetime | None = _ts(default=None, nullable=True)
     last_run_status: str | None = Field(default=None, max_length=16)
 

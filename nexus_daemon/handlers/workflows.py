@@ -36,6 +36,10 @@ class Spec(Params):
     timeout: float | None = None
     description: str | None = Field(default=None, max_length=10_000)
     requires_approval: bool | None = None
+    misfire: str | None = Field(default=None, max_length=16)
+    max_catchup: int | None = None
+    grace: float | None = None
+    overlap: str | None = Field(default=None, max_length=16)
 
 
 class UpdateParams(Params):
@@ -48,22 +52,16 @@ class TriggerParams(NameParams):
     wait_timeout: float = Field(default=3600.0, gt=0, le=86400)
 
 
+class NextParams(NameParams):
+    count: int = Field(default=5, ge=1, le=100)
+
+
 class ApplyParams(Params):
     workflows: list[Spec] = Field(max_length=10_000)
 
 
 def _spec(spec: Spec) -> dict[str, Any]:
     return spec.model_dump(exclude_unset=True)
-
-
-SCHEDULER_NOTICE = ("the schedule is stored and validated, but this version has no scheduler yet: "
-                    "it will not fire until the scheduler lands; use auto:trigger to run it now")
-
-
-def _with_notice(wf: dict[str, Any]) -> dict[str, Any]:
-    if wf.get("cron") or wf.get("run_at"):
-        wf["notice"] = SCHEDULER_NOTICE
-    return wf
 
 
 @method("workflows.list", params=ListParams)
@@ -77,7 +75,7 @@ async def get_workflow(call: Call, p: NameParams) -> dict[str, Any]:
         wf = wf_service.find(conn, call.org_id, p.name)
         out = wf_service.public(wf)
         out["recent_runs"] = run_service.history(conn, call.org_id, wf["id"], limit=10)
-        return _with_notice(out)
+        return out
 
     return await call.daemon.store.aread(read)
 
@@ -88,7 +86,7 @@ async def create_workflow(call: Call, p: Spec) -> dict[str, Any]:
                                       role=call.operator.role)
     result = await call.daemon.store.awrite(wf_service.create, call.org_id, call.actor, values)
     call.daemon.schedule_changed()
-    return _with_notice(result)
+    return result
 
 
 @method("workflows.update", role="operator", params=UpdateParams)
@@ -105,7 +103,7 @@ async def update_workflow(call: Call, p: UpdateParams) -> dict[str, Any]:
 
     result = await call.daemon.store.awrite(write)
     call.daemon.schedule_changed()
-    return _with_notice(result)
+    return result
 
 
 @method("workflows.delete", role="operator", params=NameParams)
@@ -127,6 +125,12 @@ async def resume_workflow(call: Call, p: NameParams) -> dict[str, Any]:
     result = await call.daemon.store.awrite(wf_service.set_status, call.org_id, call.actor, p.name, "active")
     call.daemon.schedule_changed()
     return result
+
+
+@method("workflows.next", params=NextParams)
+async def next_fires(call: Call, p: NextParams) -> dict[str, Any]:
+    wf = await call.daemon.store.aread(wf_service.find, call.org_id, p.name)
+    return wf_service.upcoming(wf, p.count)
 
 
 @method("workflows.trigger", role="operator", params=TriggerParams)

@@ -1,0 +1,208 @@
+"""The scheduler: a heap of next fire times, a thread that sleeps until the earliest, exactly-once fires.
+
+Nothing here polls the workflows: at start the scheduler reads each scheduled workflow's stored
+`next_fire_at` once (no cron arithmetic, so 100,000 workflows load in seconds), keeps them in a heap,
+and sleeps until the earliest is due.  An RPC that creates, edits, pauses, resumes or deletes a
+workflow calls `changed()`, which wakes the thread to re-read the rows changed since its last look.
+It also does that every RESYNC_SECONDS, to see what another daemon sharing the database changed.
+Firing is `nexus_core.services.fires.fire_due` in the store's writer, a chunk of due workflows per
+transaction; a stale heap entry (edited, paused, fired elsewhere) is corrected there, never fired.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+import structlog
+
+from nexus_core.services import fires
+from nexus_core.services.workflows import first_fire
+from nexus_core.store.models import workflows_table as W
+from nexus_core.store.types import utcnow
+
+if TYPE_CHECKING:
+    from nexus_core.store.db import Store
+
+log = structlog.get_logger("nexus.scheduler")
+
+#: Longest sleep: bounds how late a wall-clock jump forward is noticed, and the idle wake-up rate.
+MAX_SLEEP_S = 5.0
+#: How often rows changed by someone else (another daemon, `nexus db` tools) are picked up.
+RESYNC_SECONDS = 30.0
+#: Rows whose updated_at is this close before the last look are read again: a change committed a
+#: moment after it was stamped must not slip between two looks.
+RESYNC_OVERLAP = timedelta(seconds=5)
+#: Due fires per write transaction: the first runs start while later chunks are still being written.
+CHUNK = 500
+#: A fire counts as due this much early: the sleep's own wake-up jitter, so no extra sleep of ~1 ms.
+EARLY = timedelta(milliseconds=2)
+
+Enqueue = Callable[[str, int, str, float], None]
+
+
+class Scheduler:
+    def __init__(self, store: "Store", enqueue: Enqueue, *, metrics: Any = None):
+        self.store = store
+        self.enqueue = enqueue
+        self.metrics = metrics
+        self._heap: list[tuple[datetime, str]] = []
+        self._next: dict[str, datetime] = {}  # workflow id -> the fire its heap entry stands for
+        self._cond = threading.Condition()
+        self._dirty = False
+        self._stopping = False
+        self._last_look: datetime | None = None
+        self._last_resync = 0.0
+        self._thread: threading.Thread | None = None
+        self.ready = threading.Event()
+        self.fired = 0
+
+    # -- control ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load every scheduled workflow (blocking, so the daemon is ready only with its schedule loaded)."""
+        self._load()
+        self._thread = threading.Thread(target=self._loop, name="nexus-scheduler", daemon=True)
+        self._thread.start()
+        self.ready.set()
+
+    def changed(self) -> None:
+        """A workflow was created, edited, paused, resumed or deleted: look again now."""
+        with self._cond:
+            self._dirty = True
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def status(self) -> dict[str, Any]:
+        top = self._peek()
+        return {"scheduled": len(self._next), "next_fire_at": top[0].isoformat() if top else None,
+                "fired": self.fired}
+
+    # -- the heap -----------------------------------------------------------------------------
+
+    def _set(self, wf_id: str, when: datetime | None) -> None:
+        if when is None:
+            self._next.pop(wf_id, None)
+            return
+        if self._next.get(wf_id) == when:
+            return
+        self._next[wf_id] = when
+        heapq.heappush(self._heap, (when, wf_id))
+
+    def _peek(self) -> tuple[datetime, str] | None:
+        while self._heap:
+            when, wf_id = self._heap[0]
+            if self._next.get(wf_id) == when:
+                return self._heap[0]
+            heapq.heappop(self._heap)  # superseded or removed
+        return None
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        look = utcnow()
+        with self.store.read() as conn:
+            entries = fires.due_entries(conn)
+            # Scheduled workflows without a stored next fire (written before the scheduler existed).
+            missing = [dict(r._mapping) for r in conn.execute(
+                sa.select(W.c.id, W.c.cron, W.c.timezone, W.c.run_at).where(
+                    W.c.status == "active", W.c.next_fire_at.is_(None),
+                    sa.or_(W.c.cron.is_not(None), W.c.run_at.is_not(None))))]
+        if missing:
+            filled = {m["id"]: first_fire(m, look) for m in missing}
+            self.store.write(_fill_next_fire, filled)
+            entries += [(wf_id, "active", when) for wf_id, when in filled.items() if when is not None]
+        self._heap = [(when, wf_id) for wf_id, status, when in entries if when is not None]
+        heapq.heapify(self._heap)
+        self._next = {wf_id: when for when, wf_id in self._heap}
+        self._last_look = look
+        self._last_resync = time.monotonic()
+        top = self._peek()
+        log.info("schedule loaded", workflows=len(self._next), seconds=round(time.perf_counter() - started, 2),
+                 next_fire_at=top[0].isoformat() if top else None)
+
+    def _resync(self) -> None:
+        look = utcnow()
+        since = (self._last_look or look) - RESYNC_OVERLAP
+        with self.store.read() as conn:
+            entries = fires.due_entries(conn, since)
+        for wf_id, status, when in entries:
+            self._set(wf_id, when if status == "active" else None)
+        self._last_look = look
+        self._last_resync = time.monotonic()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                dirty, self._dirty = self._dirty, False
+            try:
+                if dirty or time.monotonic() - self._last_resync >= RESYNC_SECONDS:
+                    self._resync()
+                if self._fire_due():
+                    continue  # more may have come due meanwhile
+            except Exception as exc:  # noqa: BLE001 - a database or Redis outage must not end scheduling
+                log.warning("scheduler pass failed; retrying", error=str(exc))
+                with self._cond:
+                    self._cond.wait(1.0)
+                continue
+            top = self._peek()
+            wait = MAX_SLEEP_S
+            if top is not None:
+                wait = min(wait, max(0.0, (top[0] - utcnow() - EARLY).total_seconds()))
+            with self._cond:
+                if not self._dirty and not self._stopping and wait > 0:
+                    self._cond.wait(wait)
+
+    def _fire_due(self) -> bool:
+        now = utcnow()
+        due: list[tuple[str, datetime]] = []
+        while True:
+            top = self._peek()
+            if top is None or top[0] > now + EARLY:
+                break
+            when, wf_id = heapq.heappop(self._heap)
+            del self._next[wf_id]
+            due.append((wf_id, when))
+        if not due:
+            return False
+        for start in range(0, len(due), CHUNK):
+            chunk = due[start:start + CHUNK]
+            # Due times up to EARLY ahead are fired as of their own time, never before it.
+            at = max(utcnow(), max(when for _, when in chunk))
+            try:
+                result = self.store.write_urgent(fires.fire_due, chunk, at)
+            except Exception:
+                for wf_id, when in due[start:]:  # put them back; the loop retries after a pause
+                    self._set(wf_id, when)
+                raise
+            for run_id, queue in result.send:
+                self.enqueue(run_id, 1, queue, 0.0)
+            for wf_id, when in result.next_fire.items():
+                if wf_id not in self._next:
+                    self._set(wf_id, when)
+            self.fired += result.made
+            if self.metrics and result.made:
+                self.metrics.incr("scheduler.runs", result.made)
+        return True
+
+
+def _fill_next_fire(conn: sa.Connection, filled: dict[str, datetime | None]) -> None:
+    stmt = sa.update(W).where(W.c.id == sa.bindparam("_id"), W.c.next_fire_at.is_(None))
+    rows = [{"_id": wf_id, "next_fire_at": when} for wf_id, when in filled.items() if when is not None]
+    if rows:
+        conn.execute(stmt, rows)
