@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 from typing import Any
 
 from rich.console import Group
@@ -93,7 +94,7 @@ def next_fires(r: dict[str, Any]) -> Any:
     table.add_column(f"LOCAL ({r['timezone']})")
     table.add_column("UTC")
     for i, fire in enumerate(r["fires"], 1):
-        local = datetime.fromisoformat(fire["local"])
+        local = datetime.fromisoformat(fire["at"]).astimezone(ZoneInfo(r["timezone"]))  # %Z: CET, not UTC+01:00
         table.add_row(str(i), local.strftime("%a %Y-%m-%d %H:%M:%S %Z"),
                       datetime.fromisoformat(fire["at"]).strftime("%Y-%m-%d %H:%M:%S"))
     parts: list[Any] = [Text(f"{r['name']}: {r['cron'] or 'one-off'}", style="bold"), table]
