@@ -13,8 +13,9 @@ from nexus_core.store.models import activity_table as A
 from nexus_core.store.models import notifications_table as N
 from nexus_core.store.types import utcnow
 
-# Set by the daemon so new events are pushed to subscribers after they are written.
+# Set by the daemon so new events and notifications are pushed to subscribers after they are written.
 listeners: list[Callable[[str, dict[str, Any]], None]] = []
+notification_listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -53,9 +54,13 @@ def recent(conn: sa.Connection, org: str, limit: int = 50, before_id: int | None
 
 def notify(conn: sa.Connection, org: str, title: str, body: str = "", *, level: str = "error",
            workflow_id: str | None = None, run_id: str | None = None) -> int:
-    result = conn.execute(sa.insert(N).values(organization_id=org, at=utcnow(), level=level, title=title[:200],
+    at = utcnow()
+    result = conn.execute(sa.insert(N).values(organization_id=org, at=at, level=level, title=title[:200],
                                               body=body, workflow_id=workflow_id, run_id=run_id))
-    return int(result.inserted_primary_key[0])
+    item = {"id": int(result.inserted_primary_key[0]), "at": at.isoformat(), "level": level, "title": title[:200],
+            "body": body, "workflow_id": workflow_id, "run_id": run_id, "read": False}
+    conn.info.setdefault("after_commit", []).append(lambda: [fn(org, item) for fn in notification_listeners])
+    return item["id"]
 
 
 def notification_dict(row: Any) -> dict[str, Any]:

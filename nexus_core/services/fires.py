@@ -92,6 +92,7 @@ class FireResult:
     next_fire: dict[str, datetime | None] = field(default_factory=dict)  # workflow id -> its next fire
     made: int = 0  # run rows written
     stale: int = 0  # fires another daemon (or an edit) got to first
+    made_runs: list[tuple[str, str, str]] = field(default_factory=list)  # (organization, workflow, status)
 
 
 def fire_due(conn: sa.Connection, items: list[tuple[str, datetime]], now: datetime) -> FireResult:
@@ -150,6 +151,7 @@ def _make_run(conn: sa.Connection, insert: Any, wf: dict[str, Any], scheduled_fo
     if not conn.execute(insert, row).rowcount:
         return  # this fire's run exists already
     out.made += 1
+    out.made_runs.append((wf["organization_id"], wf["name"], status))
     if status == "queued":
         out.send.append((run_id, wf["queue"]))
     elif status == "skipped":

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from nexus_core.errors import NotFoundError
+from nexus_core.errors import ConflictError, NotFoundError
 from nexus_core.services import activity, fires
+from nexus_core.services.workflows import require_approval
 from nexus_core.store.models import attempts_table as T
 from nexus_core.store.models import new_id
 from nexus_core.store.models import runs_table as R
 from nexus_core.store.models import workflows_table as W
-from nexus_core.store.types import utcnow
+from nexus_core.store.types import UTCDateTime, utcnow
 
 CLAIMABLE = ("queued", "retrying")
 
@@ -33,7 +34,13 @@ _WORKFLOW_BY_ID = sa.select(W).where(W.c.id == sa.bindparam("_id"))
 # Guarded by the attempt so a late outcome of an attempt already given up on changes nothing.
 _FINISH_RUN = sa.update(R).where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"),
                                  R.c.status == "running")
-_WORKFLOW_LAST_RUN = sa.update(W).where(W.c.id == sa.bindparam("_id"))
+# The success counters ride on the same UPDATE as the last run: no extra statement per run.
+_WORKFLOW_LAST_RUN = (
+    sa.update(W).where(W.c.id == sa.bindparam("_id"))
+    .values(last_run_at=sa.bindparam("_at", type_=UTCDateTime), last_run_status=sa.bindparam("_status"),
+            runs_succeeded=W.c.runs_succeeded + sa.bindparam("_ok", type_=sa.Integer),
+            runs_failed=W.c.runs_failed + sa.bindparam("_bad", type_=sa.Integer))
+)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -69,7 +76,8 @@ def create(conn: sa.Connection, wf: dict[str, Any], trigger: str, actor: str,
             "error": None, "output": None}
 
 
-def get(conn: sa.Connection, org: str, run_id: str) -> dict[str, Any]:
+def _one(conn: sa.Connection, org: str, run_id: str) -> Any:
+    """The run with this id or unique id prefix in the organization, or a NotFoundError saying why not."""
     query = sa.select(R).where(R.c.organization_id == org)
     query = query.where(R.c.id.startswith(run_id)) if len(run_id) < 32 else query.where(R.c.id == run_id)
     rows = conn.execute(query.limit(2)).all()
@@ -77,7 +85,12 @@ def get(conn: sa.Connection, org: str, run_id: str) -> dict[str, Any]:
         raise NotFoundError(f"no run {run_id!r}; auto:logs NAME lists a workflow's runs", field="id")
     if len(rows) > 1:
         raise NotFoundError(f"run id prefix {run_id!r} is ambiguous; give more characters", field="id")
-    out = public(rows[0])
+    return rows[0]
+
+
+def get(conn: sa.Connection, org: str, run_id: str) -> dict[str, Any]:
+    row = _one(conn, org, run_id)
+    out = public(row)
     attempts = conn.execute(sa.select(T).where(T.c.run_id == out["id"]).order_by(T.c.attempt))
     out["attempts"] = [
         {"attempt": a.attempt, "status": a.status, "worker": a.worker_id, "started_at": _iso(a.started_at),
@@ -85,7 +98,7 @@ def get(conn: sa.Connection, org: str, run_id: str) -> dict[str, Any]:
         for a in attempts
     ]
     if out["status"] == "running":  # the attempt under way has no row of its own until it ends
-        out["attempts"].append({"attempt": out["attempt"], "status": "running", "worker": rows[0].worker_id,
+        out["attempts"].append({"attempt": out["attempt"], "status": "running", "worker": row.worker_id,
                                 "started_at": out["started_at"], "finished_at": None, "duration_ms": None,
                                 "error": None, "output": None})
     return out
@@ -138,8 +151,9 @@ def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: da
                                    "started_at": started_at, "finished_at": now, "duration_ms": duration,
                                    "error": error, "output": output})
     if values["status"] in ("succeeded", "failed", "dead"):
-        conn.execute(_WORKFLOW_LAST_RUN, {"_id": run["workflow_id"], "last_run_at": now,
-                                          "last_run_status": values["status"]})
+        succeeded = values["status"] == "succeeded"
+        conn.execute(_WORKFLOW_LAST_RUN, {"_id": run["workflow_id"], "_at": now, "_status": values["status"],
+                                          "_ok": int(succeeded), "_bad": int(not succeeded)})
     if values["status"] in ("failed", "dead"):
         _report_failure(conn, run, values["status"], error or "failed", attempt)
     elif values["status"] == "retrying":
@@ -186,3 +200,64 @@ def unfinished(conn: sa.Connection) -> list[dict[str, Any]]:
 
 def get_status(conn: sa.Connection, run_id: str) -> str | None:
     return conn.execute(sa.select(R.c.status).where(R.c.id == run_id)).scalar_one_or_none()
+
+
+RERUNNABLE = ("failed", "dead")
+
+
+def rerun(conn: sa.Connection, org: str, run_id: str, actor: str, approval: str | None) -> dict[str, Any]:
+    """A new manual run of a failed or dead run's workflow; the caller sends it after the commit."""
+    old = _one(conn, org, run_id)._mapping
+    if old["status"] not in RERUNNABLE:
+        raise ConflictError(f"run {old['id']} is {old['status']}; only failed or dead runs can be re-run — "
+                            "trigger the workflow instead", field="id")
+    row = conn.execute(sa.select(W).where(W.c.id == old["workflow_id"], W.c.organization_id == org)).first()
+    if row is None:
+        raise NotFoundError(f"workflow {old['workflow_name']} of run {old['id']} was deleted; there is nothing "
+                            "to re-run", field="id")
+    wf = dict(row._mapping)
+    require_approval(wf, approval, f"auto:rerun {old['id']} --yes")
+    run = create(conn, wf, "manual", actor)
+    data: dict[str, Any] = {"run_id": run["id"], "rerun_of": old["id"]}
+    if approval and wf["requires_approval"]:
+        data["approval"] = approval
+    activity.record(conn, org, actor, "run.rerun", target=wf["name"], data=data,
+                    message=f"{actor} re-ran {wf['name']}: run {old['id']} was {old['status']}")
+    return {**run, "rerun_of": old["id"]}
+
+
+FINISHED = ("succeeded", "failed", "dead")
+
+
+def _minute_bucket(dialect: str) -> Any:
+    """Minutes since the epoch of a run's finished_at, as an integer, in the dialect's own SQL."""
+    if dialect == "sqlite":  # stored as UTC text; strftime('%s') reads it as UTC
+        return sa.literal_column("CAST(strftime('%s', runs.finished_at) AS INTEGER) / 60")
+    return sa.literal_column("CAST(floor(extract(epoch FROM runs.finished_at) / 60) AS BIGINT)")
+
+
+def rate(conn: sa.Connection, org: str, minutes: int = 60, now: datetime | None = None) -> dict[str, Any]:
+    """Runs finished per minute over the last `minutes` (oldest first, the current minute last), and the
+    last hour's outcomes; failed counts failed and dead."""
+    now = now or utcnow()
+    current = now.replace(second=0, microsecond=0)
+    start = current - timedelta(minutes=minutes - 1)
+    failed = sa.func.sum(sa.case((R.c.status != "succeeded", 1), else_=0))
+    bucket = _minute_bucket(conn.dialect.name)
+    rows = conn.execute(sa.select(bucket, sa.func.count(), failed)
+                        .where(R.c.organization_id == org, R.c.finished_at >= start, R.c.status.in_(FINISHED))
+                        .group_by(bucket))
+    counts = {int(minute): (int(n), int(bad or 0)) for minute, n, bad in rows}
+    first = int(start.timestamp()) // 60
+    per_minute = []
+    for i in range(minutes):
+        finished, bad = counts.get(first + i, (0, 0))
+        at = datetime.fromtimestamp((first + i) * 60, timezone.utc)
+        per_minute.append({"at": at.isoformat(), "finished": finished, "failed": bad})
+    hour = dict(conn.execute(sa.select(R.c.status, sa.func.count())
+                             .where(R.c.organization_id == org, R.c.finished_at >= now - timedelta(hours=1),
+                                    R.c.status.in_(FINISHED))
+                             .group_by(R.c.status)).all())
+    return {"minutes": minutes, "per_minute": per_minute,
+            "failed_last_hour": int(hour.get("failed", 0) + hour.get("dead", 0)),
+            "succeeded_last_hour": int(hour.get("succeeded", 0))}

@@ -111,6 +111,7 @@ def public(row: Any, *, masked: tuple[str, ...] | None = None) -> dict[str, Any]
     for key in masked if masked is not None else get_kind(m["kind"]).secret_fields():
         if payload.get(key):
             payload[key] = "***"
+    succeeded, failed = m.get("runs_succeeded") or 0, m.get("runs_failed") or 0
     return {
         "id": m["id"], "name": m["name"], "kind": m["kind"], "queue": m["queue"], "status": m["status"],
         "description": m["description"], "cron": m["cron"], "timezone": m["timezone"], "run_at": _iso(m["run_at"]),
@@ -120,6 +121,8 @@ def public(row: Any, *, masked: tuple[str, ...] | None = None) -> dict[str, Any]
         "last_run_at": _iso(m["last_run_at"]), "last_run_status": m["last_run_status"],
         "next_fire_at": _iso(m["next_fire_at"]) if m["status"] == "active" else None,
         "misfire": m["misfire"], "max_catchup": m["max_catchup"], "grace": m["grace"], "overlap": m["overlap"],
+        "runs_succeeded": succeeded, "runs_failed": failed,
+        "success_rate": round(succeeded / (succeeded + failed), 4) if succeeded + failed else None,
     }
 
 
@@ -142,20 +145,36 @@ def find(conn: sa.Connection, org: str, name: str) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def list_all(conn: sa.Connection, org: str, status: str | None = None) -> list[dict[str, Any]]:
+def list_all(conn: sa.Connection, org: str, status: str | None = None,
+             names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Workflows by name, all or those with a status; with `names`, only those (unknown names are left out)."""
     query = sa.select(W).where(W.c.organization_id == org)
     if status == "scheduled":
         query = query.where(W.c.status == "active", sa.or_(W.c.cron.is_not(None), W.c.run_at.is_not(None)))
     elif status:
         query = query.where(W.c.status == status)
+    if names is not None:
+        wanted = sorted(set(names))
+        # In chunks: older SQLite builds allow only 999 bound values per statement.
+        queries = [query.where(W.c.name.in_(wanted[i:i + 900])) for i in range(0, len(wanted), 900)]
+    else:
+        queries = [query]
     masks: dict[str, tuple[str, ...]] = {}
     out = []
-    for row in conn.execute(query.order_by(W.c.name)):
-        kind = row._mapping["kind"]
-        if kind not in masks:
-            masks[kind] = get_kind(kind).secret_fields()
-        out.append(public(row, masked=masks[kind]))
+    for q in queries:
+        for row in conn.execute(q.order_by(W.c.name)):
+            kind = row._mapping["kind"]
+            if kind not in masks:
+                masks[kind] = get_kind(kind).secret_fields()
+            out.append(public(row, masked=masks[kind]))
     return out
+
+
+def require_approval(wf: dict[str, Any], approval: str | None, how: str) -> None:
+    """Refuse to run a workflow that requires approval unless it was given (`confirm`, or god mode)."""
+    if wf["requires_approval"] and not approval:
+        raise ConflictError(f"{wf['name']} requires approval: confirm it (`{how}`)", field="name",
+                            data={"reason": "approval_required"})
 
 
 def create(conn: sa.Connection, org: str, actor: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +185,8 @@ def create(conn: sa.Connection, org: str, actor: str, values: dict[str, Any]) ->
     row = {"id": new_id(), "organization_id": org, "status": "active", "description": "", "retries": 2,
            "backoff": 1.0, "timeout": 600.0, "requires_approval": False, "cron": None, "run_at": None,
            "misfire": "skip", "max_catchup": 10, "grace": 60.0, "overlap": "skip",
-           "payload": {}, "last_run_at": None, "last_run_status": None, "created_by": actor, "created_at": now,
+           "payload": {}, "last_run_at": None, "last_run_status": None, "runs_succeeded": 0, "runs_failed": 0,
+           "created_by": actor, "created_at": now,
            "updated_at": now, **values}
     row["next_fire_at"] = first_fire(row, now)
     conn.execute(sa.insert(W).values(**row))

@@ -83,6 +83,9 @@ class Workflow(SQLModel, table=True):
     updated_at: datetime = _ts(default_factory=utcnow, index=True)
     last_run_at: datetime | None = _ts(default=None, nullable=True)
     last_run_status: str | None = Field(default=None, max_length=16)
+    # Kept by the UPDATE that records a final outcome, so a success rate costs no query over runs.
+    runs_succeeded: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    runs_failed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # failed + dead
 
 
 class Run(SQLModel, table=True):
@@ -94,6 +97,7 @@ class Run(SQLModel, table=True):
         sa.UniqueConstraint("workflow_id", "scheduled_for", name="uq_runs_workflow_scheduled"),
         sa.Index("ix_runs_org_workflow_created", "organization_id", "workflow_id", "created_at"),
         sa.Index("ix_runs_status", "status"),
+        sa.Index("ix_runs_org_finished", "organization_id", "finished_at"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     organization_id: str = Field(foreign_key="organizations.id", max_length=32)
