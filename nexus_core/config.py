@@ -42,6 +42,8 @@ class Settings:
     shutdown_grace: float = 30.0
     log_level: str = "info"
     log_format: str = "auto"
+    god_minutes: float = 15.0
+    """How long god mode lasts when `mode:god` names no --minutes."""
     config_files: tuple[Path, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -142,6 +144,20 @@ def _operators(raw: Any, default_org: str) -> tuple[OperatorRule, ...]:
     return tuple(rules)
 
 
+MAX_GOD_MINUTES = 240.0
+
+
+def _god_minutes(raw: Any) -> float:
+    try:
+        minutes = float(raw)
+    except (TypeError, ValueError):
+        minutes = float("nan")
+    if not 0 < minutes <= MAX_GOD_MINUTES:
+        raise InvalidError(f"modes.god_minutes (NEXUS_GOD_MINUTES) must be a number of minutes above 0 and at most "
+                           f"{MAX_GOD_MINUTES:g}, got {raw!r}", field="modes.god_minutes")
+    return minutes
+
+
 def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: Any) -> Settings:
     """Resolve the settings in the documented order; `flags` win over everything."""
     explicit = config_file or os.environ.get("NEXUS_CONFIG")
@@ -173,8 +189,9 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: An
         shutdown_grace=float(_env("NEXUS_SHUTDOWN_GRACE") or daemon.get("shutdown_grace", 30)),
         log_level=(_env("NEXUS_LOG_LEVEL") or daemon.get("log_level", "info")).lower(),
         log_format=_env("NEXUS_LOG_FORMAT") or daemon.get("log_format", "auto"),
+        god_minutes=_god_minutes(_env("NEXUS_GOD_MINUTES") or raw.get("modes", {}).get("god_minutes", 15)),
         config_files=tuple(used),
-        extra={k: v for k, v in raw.items() if k not in {"daemon", "database", "redis", "operators"}},
+        extra={k: v for k, v in raw.items() if k not in {"daemon", "database", "redis", "operators", "modes"}},
     )
     flags = {k: v for k, v in flags.items() if v is not None}
     return settings.with_overrides(**flags) if flags else settings

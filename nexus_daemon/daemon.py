@@ -28,7 +28,9 @@ from nexus_core.store.types import utcnow
 from nexus_daemon import recovery, systemd
 from nexus_daemon.dispatcher import Dispatcher, Sender
 from nexus_daemon.executor import Executor, new_worker_id
+from nexus_daemon.live import RunChanges, push
 from nexus_daemon.metrics import Metrics
+from nexus_daemon.modes import Modes
 
 log = structlog.get_logger("nexus.daemon")
 QUEUES = ("automation", "email", "sync", "report", "webhook")
@@ -46,6 +48,8 @@ class Daemon:
         self.started = time.time()
         self.metrics = Metrics()
         self.connections: set[Any] = set()
+        self.changes = RunChanges(self.connections)
+        self.modes = Modes(self)
         self.stopping = False
         self.worker_id = new_worker_id()
         self._orgs: dict[str, str] = {}
@@ -105,8 +109,11 @@ class Daemon:
                                   broker_id=self.worker_id)
         self.sender = Sender(self.broker)
         activity.listeners.append(self._push_activity)
+        activity.notification_listeners.append(self._push_notification)
+        # Only a daemon with a socket has anyone to tell about run changes; `nexus worker` does not count them.
+        on_change = self.changes.note if self.with_rpc else None
         self.executor = Executor(self.store, self.sender.enqueue, self.worker_id,
-                                 on_finished=self._run_finished, metrics=self.metrics)
+                                 on_finished=self._run_finished, on_change=on_change, metrics=self.metrics)
         self.executor.register(self.broker)
         if self.with_workers:
             recovery.heartbeat(self.store, self.worker_id, QUEUES)
@@ -118,7 +125,8 @@ class Daemon:
         if self.with_rpc:  # the daemon schedules; `nexus worker` processes only run jobs
             from nexus_daemon.scheduler import Scheduler
 
-            self.scheduler = Scheduler(self.store, self.sender.enqueue, metrics=self.metrics)
+            self.scheduler = Scheduler(self.store, self.sender.enqueue, metrics=self.metrics,
+                                       on_change=self.changes.note)
             self.scheduler.start()
         threading.Thread(target=self._housekeeping, name="nexus-housekeeping", daemon=True).start()
         log.info("daemon started", version=__version__, pid=self.pid, database=redact_url(self.store.url),
@@ -163,14 +171,18 @@ class Daemon:
         self._push_event = push_event
         self.loop = asyncio.get_running_loop()
         assert self.store is not None and self.sender is not None
-        self.dispatcher = Dispatcher(self.store, self.sender, self.loop)
+        self.dispatcher = Dispatcher(self.store, self.sender, self.loop, changes=self.changes)
+        self.changes.attach(self.loop)
         path = self.settings.socket_path
         path.parent.mkdir(parents=True, exist_ok=True)
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             conn = rpc_server.Connection(self, reader, writer)
             self.connections.add(conn)
-            await conn.serve()
+            try:
+                await conn.serve()
+            except asyncio.CancelledError:
+                pass  # the daemon is stopping with this client still connected (a TUI, a subscriber)
 
         server = await asyncio.start_unix_server(on_connect, path=str(path), limit=1024 * 1024 + 1)
         os.chmod(path, 0o660)
@@ -188,6 +200,7 @@ class Daemon:
         log.info("stopping: no new requests, letting running jobs finish", grace_s=self.settings.shutdown_grace)
         systemd.notify("STOPPING=1\nSTATUS=stopping: letting running jobs finish")
         self.stopping = True
+        self.changes.detach()
         server.close()
         for conn in list(self.connections):
             conn.writer.close()
@@ -219,6 +232,8 @@ class Daemon:
                 pass
         if self._push_activity in activity.listeners:
             activity.listeners.remove(self._push_activity)
+        if self._push_notification in activity.notification_listeners:
+            activity.notification_listeners.remove(self._push_notification)
         if self.broker is not None:
             self.broker.close()
             self.broker = None
@@ -281,6 +296,11 @@ class Daemon:
         loop = getattr(self, "loop", None)
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._push_event, self, org_id, event)
+
+    def _push_notification(self, org_id: str, item: dict[str, Any]) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(push, self.connections, org_id, "notifications", "notifications.new", item)
 
     async def health(self) -> dict[str, Any]:
         return await asyncio.to_thread(self._health)

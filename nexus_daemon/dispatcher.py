@@ -22,6 +22,7 @@ from nexus_daemon.executor import ACTOR_NAME
 if TYPE_CHECKING:
     from nexus_daemon.broker import NexusRedisBroker
     from nexus_core.store.db import Store
+    from nexus_daemon.live import RunChanges
 
 log = structlog.get_logger("nexus.dispatcher")
 _STOP = object()
@@ -74,24 +75,42 @@ class Sender:
 
 
 class Dispatcher:
-    """Manual triggers (and later the scheduler's fires), plus waiting for a run to finish."""
+    """Manual triggers and re-runs, plus waiting for a run to finish."""
 
-    def __init__(self, store: "Store", sender: Sender, loop: asyncio.AbstractEventLoop):
+    def __init__(self, store: "Store", sender: Sender, loop: asyncio.AbstractEventLoop,
+                 changes: "RunChanges | None" = None):
         self.store = store
         self.sender = sender
         self.loop = loop
+        self.changes = changes
         self._waiters: dict[str, list[asyncio.Future[str]]] = defaultdict(list)
 
-    async def trigger(self, org_id: str, name: str, actor: str, trigger: str = "manual") -> dict[str, Any]:
+    async def trigger(self, org_id: str, name: str, actor: str, trigger: str = "manual",
+                      approval: str | None = None) -> dict[str, Any]:
+        """Run a workflow now; `approval` ("confirmed", "god mode") is needed when it requires approval."""
         def write(conn: Any) -> dict[str, Any]:
             wf = wf_service.find(conn, org_id, name)
+            wf_service.require_approval(wf, approval, f"auto:trigger {name} --yes")
             run = run_service.create(conn, wf, trigger, actor)
-            activity.record(conn, org_id, actor, "workflow.triggered", target=name,
-                            message=f"{actor} triggered {name}", data={"run_id": run["id"]})
+            data: dict[str, Any] = {"run_id": run["id"]}
+            message = f"{actor} triggered {name}"
+            if approval and wf["requires_approval"]:
+                data["approval"] = approval
+                message += f" (approval: {approval})"
+            activity.record(conn, org_id, actor, "workflow.triggered", target=name, message=message, data=data)
             return run
 
-        run = await self.store.awrite(write)
+        return self._send(await self.store.awrite(write))
+
+    async def rerun(self, org_id: str, run_id: str, actor: str, approval: str | None = None) -> dict[str, Any]:
+        """A new manual run of a failed or dead run's workflow."""
+        run = await self.store.awrite(run_service.rerun, org_id, run_id, actor, approval)
+        return {**self._send(run), "rerun_of": run["rerun_of"]}
+
+    def _send(self, run: dict[str, Any]) -> dict[str, Any]:
         self.sender.enqueue(run["id"], 1, run["queue"])
+        if self.changes is not None:
+            self.changes.note(run["organization_id"], run["workflow_name"], "created")
         return run_service.public(run)
 
     def finished(self, run_id: str, status: str) -> None:
@@ -130,5 +149,3 @@ class Dispatcher:
                     waiters.remove(fut)
                     if not waiters:
                         self._waiters.pop(run_id, None)
-
-

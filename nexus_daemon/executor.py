@@ -32,11 +32,14 @@ class Executor:
     """Runs attempts for whoever consumes the queues: the daemon, or `nexus worker` on another host."""
 
     def __init__(self, store: Store, enqueue: Enqueue, worker_id: str, *,
-                 on_finished: Callable[[str, str], None] | None = None, metrics: Any = None):
+                 on_finished: Callable[[str, str], None] | None = None,
+                 on_change: Callable[[str, str, str], None] | None = None, metrics: Any = None):
         self.store = store
         self.enqueue = enqueue
         self.worker_id = worker_id
         self.on_finished = on_finished
+        self.on_change = on_change
+        """on_change(organization, workflow name, "started" | "retrying" | final status): in memory, cheap."""
         self.metrics = metrics
 
     def register(self, broker: dramatiq.Broker) -> dramatiq.Actor[..., None]:
@@ -56,6 +59,8 @@ class Executor:
         if claimed is None:
             return  # already done, or owned by another delivery of the same attempt
         run, wf = claimed["run"], claimed["workflow"]
+        if self.on_change:
+            self.on_change(run["organization_id"], run["workflow_name"], "started")
         bound = log.bind(run_id=run_id, workflow=run["workflow_name"], attempt=attempt)
         ok, output, error, retryable = False, "", None, True
         started = time.perf_counter()
@@ -83,6 +88,8 @@ class Executor:
         if self.metrics:
             self.metrics.observe("run.duration", time.perf_counter() - started)
             self.metrics.incr(f"runs.{outcome['status']}")
+        if self.on_change and outcome["status"] != "stale":
+            self.on_change(run["organization_id"], run["workflow_name"], outcome["status"])
         if outcome["status"] == "retrying":
             delay = max(0.0, (outcome["due"] - claimed["started_at"]).total_seconds()
                         - (time.perf_counter() - started))

@@ -126,4 +126,11 @@ class Connection:
         operator = self.operator
         if not operator.allows(spec.role):
             raise ForbiddenError(f"{name} needs the {spec.role} role; {operator.name} is {operator.role}")
-        return await spec.handler(Call(self.daemon, operator, self.org_id, self), params)
+        modes = self.daemon.modes
+        god = modes.is_god(operator.name)
+        if spec.mode == "god" and not god:
+            raise ForbiddenError(f"{name} needs god mode: `mode:god` (admins only)", data={"reason": "needs_god_mode"})
+        call = Call(self.daemon, operator, self.org_id, self)
+        if god and modes.audited(spec):
+            return await modes.call_logged(spec, call, params)
+        return await spec.handler(call, params)

@@ -47,10 +47,12 @@ Enqueue = Callable[[str, int, str, float], None]
 
 
 class Scheduler:
-    def __init__(self, store: "Store", enqueue: Enqueue, *, metrics: Any = None):
+    def __init__(self, store: "Store", enqueue: Enqueue, *, metrics: Any = None,
+                 on_change: Callable[[str, str, str], None] | None = None):
         self.store = store
         self.enqueue = enqueue
         self.metrics = metrics
+        self.on_change = on_change  # on_change(organization, workflow name, "created" | "skipped")
         self._heap: list[tuple[datetime, str]] = []
         self._next: dict[str, datetime] = {}  # workflow id -> the fire its heap entry stands for
         self._cond = threading.Condition()
@@ -192,6 +194,11 @@ class Scheduler:
                 raise
             for run_id, queue in result.send:
                 self.enqueue(run_id, 1, queue, 0.0)
+            if self.on_change:
+                for org_id, name, status in result.made_runs:
+                    self.on_change(org_id, name, "created")
+                    if status == "skipped":
+                        self.on_change(org_id, name, "skipped")
             for wf_id, when in result.next_fire.items():
                 if wf_id not in self._next:
                     self._set(wf_id, when)

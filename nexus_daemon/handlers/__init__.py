@@ -51,14 +51,17 @@ class Method:
     role: str
     params: type[Params]
     handler: Handler
+    mode: str | None = None
+    """A power mode the caller must be in ("god"), checked by the RPC server after the role."""
 
 
 METHODS: dict[str, Method] = {}
 
 
-def method(name: str, *, role: str = "viewer", params: type[Params] = NoParams) -> Callable[[Handler], Handler]:
+def method(name: str, *, role: str = "viewer", params: type[Params] = NoParams,
+           mode: str | None = None) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        METHODS[name] = Method(name, role, params, fn)
+        METHODS[name] = Method(name, role, params, fn, mode)
         return fn
 
     return register
@@ -79,5 +82,5 @@ def parse_params(spec: Method, raw: Any) -> Any:
 
 
 def load_all() -> None:
-    for module in ("system", "workflows", "runs", "activity"):
+    for module in ("system", "workflows", "runs", "activity", "modes", "console"):
         importlib.import_module(f"{__name__}.{module}")

@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import Field
 
-from nexus_core.rpc import protocol as P
 from nexus_core.services import activity
 from nexus_daemon.handlers import Call, Params, method
+from nexus_daemon.live import push
 
 
 class RecentParams(Params):
@@ -39,10 +39,14 @@ async def subscribe(call: Call, p: Params) -> dict[str, Any]:
 
 
 def push_event(daemon: Any, org_id: str, event: dict[str, Any]) -> None:
-    message = P.notification("activity.event", event)
-    for conn in list(daemon.connections):
-        if "activity" in conn.subscriptions and conn.org_id == org_id:
-            conn.send(message)
+    push(daemon.connections, org_id, "activity", "activity.event", event)
+
+
+@method("notifications.subscribe", params=Params)
+async def subscribe_notifications(call: Call, p: Params) -> dict[str, Any]:
+    """Push every new notification of the caller's organization as `notifications.new`, once it is stored."""
+    call.connection.subscriptions.add("notifications")
+    return {"subscribed": "notifications", "notification": "notifications.new"}
 
 
 @method("notifications.list", params=NotificationsParams)

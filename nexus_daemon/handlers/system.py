@@ -30,7 +30,7 @@ async def handshake(call: Call, p: HandshakeParams) -> dict[str, Any]:
     op = call.operator
     return {"protocol": PROTOCOL_VERSION, "version": __version__, "daemon_pid": call.daemon.pid,
             "operator": {"name": op.name, "uid": op.uid, "role": op.role, "organization": op.organization},
-            "version_mismatch": bool(p.version and p.version != __version__)}
+            "version_mismatch": bool(p.version and p.version != __version__), "mode": call.daemon.modes.state(op)}
 
 
 @method("system.ping")

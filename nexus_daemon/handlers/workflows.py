@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import asyncio
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+import structlog
+from pydantic import Field, StringConstraints
 
-from nexus_core.errors import InvalidError
+from nexus_core.errors import InvalidError, NexusError
 from nexus_core.services import runs as run_service
 from nexus_core.services import workflows as wf_service
 from nexus_daemon.handlers import Call, Params, method
 
+log = structlog.get_logger("nexus.rpc")
 Name = Field(min_length=1, max_length=200)
+NameText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class ListParams(Params):
     status: Literal["active", "paused", "error", "completed", "scheduled"] | None = None
+    names: list[NameText] | None = Field(default=None, max_length=10_000)
 
 
 class NameParams(Params):
@@ -48,12 +53,18 @@ class UpdateParams(Params):
 
 
 class TriggerParams(NameParams):
+    confirm: bool = False
     wait: bool = False
     wait_timeout: float = Field(default=3600.0, gt=0, le=86400)
 
 
 class NextParams(NameParams):
     count: int = Field(default=5, ge=1, le=100)
+
+
+class BulkParams(Params):
+    action: Literal["trigger", "pause", "resume", "delete"]
+    names: list[NameText] = Field(min_length=1, max_length=1000)
 
 
 class ApplyParams(Params):
@@ -66,7 +77,7 @@ def _spec(spec: Spec) -> dict[str, Any]:
 
 @method("workflows.list", params=ListParams)
 async def list_workflows(call: Call, p: ListParams) -> list[dict[str, Any]]:
-    return await call.daemon.store.aread(wf_service.list_all, call.org_id, p.status)
+    return await call.daemon.store.aread(wf_service.list_all, call.org_id, p.status, p.names)
 
 
 @method("workflows.get", params=NameParams)
@@ -135,7 +146,8 @@ async def next_fires(call: Call, p: NextParams) -> dict[str, Any]:
 
 @method("workflows.trigger", role="operator", params=TriggerParams)
 async def trigger_workflow(call: Call, p: TriggerParams) -> dict[str, Any]:
-    run = await call.daemon.dispatcher.trigger(call.org_id, p.name, call.actor)
+    approval = "confirmed" if p.confirm else "god mode" if call.daemon.modes.is_god(call.actor) else None
+    run = await call.daemon.dispatcher.trigger(call.org_id, p.name, call.actor, approval=approval)
     if p.wait:
         return await call.daemon.dispatcher.wait(call.org_id, run["id"], p.wait_timeout)
     return run
@@ -188,3 +200,34 @@ async def apply_workflows(call: Call, p: ApplyParams) -> dict[str, Any]:
 @method("workflows.stats", params=Params)
 async def workflow_stats(call: Call, p: Params) -> dict[str, Any]:
     return await call.daemon.store.aread(wf_service.stats, call.org_id)
+
+
+@method("workflows.bulk", role="operator", params=BulkParams, mode="god")
+async def bulk(call: Call, p: BulkParams) -> dict[str, Any]:
+    """One action on many workflows, each its own operation: one that fails does not stop the others."""
+    daemon, org, actor = call.daemon, call.org_id, call.actor
+    names = list(dict.fromkeys(p.names))
+
+    async def one(name: str) -> Any:
+        if p.action == "trigger":  # god mode is the approval
+            return await daemon.dispatcher.trigger(org, name, actor, approval="god mode")
+        if p.action == "delete":
+            return await daemon.store.awrite(wf_service.delete, org, actor, name)
+        status = "paused" if p.action == "pause" else "active"
+        return await daemon.store.awrite(wf_service.set_status, org, actor, name, status)
+
+    # Concurrently, so the store's writer commits them in shared transactions (each still its own
+    # operation: a batch with a failure is redone one write at a time).
+    outcomes = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
+    done, failed = [], {}
+    for name, outcome in zip(names, outcomes):
+        if isinstance(outcome, NexusError):
+            failed[name] = outcome.message
+        elif isinstance(outcome, BaseException):
+            log.error("bulk action failed", action=p.action, workflow=name, error=repr(outcome))
+            failed[name] = "internal error in the daemon; details are in its log"
+        else:
+            done.append(name)
+    if p.action != "trigger" and done:
+        daemon.schedule_changed()
+    return {"action": p.action, "done": done, "failed": failed}
