@@ -67,13 +67,45 @@ command(Command("auto:delete", "Delete a workflow; its run history is kept.", "w
                 render=lambda r: _r().message(f"deleted {r['name']}"
                                               + (f"; closed {r['cancelled_runs']} runs that had not started"
                                                  if r["cancelled_runs"] else "")), mutating=True))
+YES = Param("yes", "confirm a workflow that requires approval", type=bool)
+
+
+def _trigger_params(args: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in args.items() if v is not None and k != "yes"}
+    if args.get("yes"):
+        out["confirm"] = True
+    return out
+
+
+def _names(args: dict[str, Any]) -> dict[str, Any]:
+    names = [n.strip() for n in (args.get("names") or "").split(",") if n.strip()]
+    if not names:
+        raise InvalidError("give the workflow names, comma-separated, e.g. nightly,backup", field="names")
+    return {"action": args["action"], "names": names}
+
+
 command(Command(
     "auto:trigger", "Run a workflow now.", "workflows.trigger",
     (NAME, Param("wait", "wait until the run has finished and show its outcome", type=bool),
-     Param("wait_timeout", "give up waiting after this many seconds", type=float)),
+     Param("wait_timeout", "give up waiting after this many seconds", type=float), YES),
+    build=_trigger_params,
     render=lambda r: _r().run(r) if r.get("finished_at") or r.get("wait_timed_out")
     else _r().message(f"triggered {r['workflow']}: run {r['id']} is {r['status']}"),
-    outcome=lambda r: 1 if r.get("status") in ("failed", "dead") else 0, mutating=True))
+    outcome=lambda r: 1 if r.get("status") in ("failed", "dead") else 0, mutating=True,
+    examples=("nexus auto:trigger daily-report --wait", "nexus auto:trigger invoices --yes")))
+command(Command(
+    "auto:rerun", "Run a failed or dead run's workflow again, as a new manual run.", "runs.rerun",
+    (Param("id", "run id (or a unique prefix) of a failed or dead run", positional=True, required=True), YES),
+    build=_trigger_params,
+    render=lambda r: _r().message(f"re-ran {r['workflow']}: run {r['id']} is {r['status']} "
+                                  f"(re-run of {r['rerun_of']})"), mutating=True))
+command(Command(
+    "auto:bulk", "God mode: trigger, pause, resume or delete many workflows; each on its own.", "workflows.bulk",
+    (Param("action", "what to do with each workflow", positional=True, required=True,
+           choices=("trigger", "pause", "resume", "delete")),
+     Param("names", "workflow names, comma-separated", positional=True, required=True)),
+    build=_names, render=lambda r: _r().bulk(r), outcome=lambda r: 1 if r.get("failed") else 0, mutating=True,
+    examples=("nexus auto:bulk pause nightly,backup,report",)))
 command(Command("auto:pause", "Pause a workflow's schedule.", "workflows.pause", (NAME,),
                 render=lambda r: _r().message(f"{r['name']} is {r['status']}"), mutating=True))
 command(Command("auto:resume", "Resume a paused workflow.", "workflows.resume", (NAME,),

@@ -192,3 +192,43 @@ def stats(s: dict[str, Any]) -> Any:
 
 def message(text: str) -> Text:
     return Text(text)
+
+
+def mode(m: dict[str, Any]) -> Any:
+    if m["mode"] == "god":
+        head = Text.assemble(("god mode", "bold red"), f" until {when(m['expires_at'])}")
+    else:
+        head = Text(f"{m['mode']} mode")
+    others = [x for x in m["available"] if x != m["mode"]]
+    hint = f"you may switch to: {', '.join(others)} (mode:{others[0]})" if others else "no other mode is open to you"
+    return Group(head, Text(hint, style="dim"))
+
+
+def bulk(r: dict[str, Any]) -> Any:
+    parts: list[Any] = [Text(f"{r['action']}: {len(r['done'])} done" + (f" ({', '.join(r['done'])})" if r["done"]
+                                                                       else ""))]
+    for name, error in r["failed"].items():
+        parts.append(Text.assemble((f"{name}: ", "bold red"), error))
+    return Group(*parts)
+
+
+def _cell(value: Any) -> Text:
+    import json
+
+    if value is None:
+        return Text("NULL", style="dim")
+    if isinstance(value, (dict, list)):
+        return Text(json.dumps(value, ensure_ascii=False))
+    return Text(str(value))  # Text, not str: a value like "[red]" is data, never Rich markup
+
+
+def query(r: dict[str, Any]) -> Any:
+    table = Table(header_style="bold", pad_edge=False, box=None)
+    for col in r["columns"]:
+        table.add_column(Text(col), overflow="fold")
+    for row in r["rows"]:
+        table.add_row(*(_cell(v) for v in row))
+    note = f"{r['row_count']} row(s) in {r['elapsed_ms']:g} ms"
+    if r["truncated"]:
+        note += "; more rows were left out (raise --limit, at most 1000, or narrow the query)"
+    return Group(table, Text(note, style="dim"))

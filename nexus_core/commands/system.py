@@ -35,3 +35,22 @@ command(Command("notifications:read", "Mark notifications as read.", "notificati
                                  "ids": [int(i) for i in a["ids"].split(",") if i.strip().isdigit()]
                                  if a.get("ids") else None},
                 render=lambda r: _r().message(f"marked {r['marked_read']} as read"), mutating=True))
+
+command(Command("mode:status", "Your power mode, when god mode ends, and the modes you may enter.", "mode.get",
+                render=lambda r: _r().mode(r)))
+command(Command("mode:god", "Admins: enter god mode (bulk actions, SQL console, no separate approvals); "
+                            "it ends by itself.", "mode.set",
+                (Param("minutes", "how long, at most 240 (default: modes.god_minutes, 15)", type=float),),
+                build=lambda a: {"mode": "god", **({"minutes": a["minutes"]} if a.get("minutes") is not None
+                                                   else {})},
+                render=lambda r: _r().mode(r), mutating=True,
+                examples=("nexus mode:god --minutes 5",)))
+command(Command("mode:normal", "Leave god mode.", "mode.set", build=lambda a: {"mode": "normal"},
+                render=lambda r: _r().mode(r), mutating=True))
+command(Command("mode:ultra", "Autonomous AI mode (not available yet).", "mode.set", build=lambda a: {"mode": "ultra"},
+                render=lambda r: _r().mode(r), mutating=True))
+command(Command("db:query", "God mode: run one read-only SELECT on the store; secrets are masked.", "db.query",
+                (Param("sql", "one SELECT (or WITH, EXPLAIN, VALUES) statement", positional=True, required=True),
+                 Param("limit", "at most this many rows (default 200, at most 1000)", type=int)),
+                render=lambda r: _r().query(r),
+                examples=("nexus db:query \"SELECT status, count(*) FROM runs GROUP BY status\"",)))
