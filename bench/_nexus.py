@@ -67,6 +67,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def rss_mib(pid: int | None) -> float | None:
+    """Resident memory (VmRSS from /proc/PID/status) in MiB, or None when unreadable."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def thread_cpu(pid: int) -> dict[int, float]:
     """Per-thread id -> utime+stime seconds."""
     out: dict[int, float] = {}
@@ -77,6 +90,18 @@ def thread_cpu(pid: int) -> dict[int, float]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def thread_runtime(pid: int) -> dict[int, float]:
+    """Per-thread id -> seconds on CPU, from /proc/PID/task/TID/schedstat (nanoseconds, so small amounts of
+    CPU spread over many threads are not lost to whole clock ticks as in thread_cpu)."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
     return out
 
 
@@ -413,6 +438,38 @@ class BenchDaemon:
     def create_noop(self, name: str = "bench-noop") -> None:
         with self.rpc() as c:
             c.call("workflows.create", {"name": name, "kind": "noop"})
+
+    def restart(self, timeout: float = 120.0, poll: float = 0.01) -> tuple[float, float]:
+        """SIGTERM the daemon, wait for it to exit, start it again on the same data folder, database and Redis.
+
+        Returns (wall clock time.time() at the new process's start, seconds from that start until the
+        daemon answers `system.ping` on its socket), polling every `poll` seconds."""
+        import subprocess
+
+        assert self.proc is not None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        self.proc.stop(timeout=60)
+        log = self.proc.log_path.open("ab")
+        started_wall, started = time.time(), time.monotonic()
+        # As DaemonProcess.start, without its 50 ms readiness poll.
+        self.proc.proc = subprocess.Popen([sys.executable, "-m", "nexus_daemon", "daemon"], env=self.proc.env,
+                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = started + timeout
+        while True:
+            if self.proc.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.proc.returncode}:\n{self.proc.log()[-4000:]}")
+            try:
+                with Rpc(self.socket, timeout=5) as c:
+                    if c.call("system.ping") == "pong":
+                        return started_wall, time.monotonic() - started
+            except (OSError, ConnectionError, RpcError, ValueError):
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daemon not ready after {timeout}s:\n{self.proc.log()[-4000:]}")
+            time.sleep(poll)
 
 
 def parse_ts(value: Any) -> float | None:
