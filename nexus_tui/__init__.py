@@ -1,1 +1,1 @@
-"""Nexus TUI (Textual): arrives with the TUI issue."""
+"""The Nexus TUI: a Textual app that talks to the daemon over its socket, never importing the daemon."""

@@ -6,8 +6,9 @@ import sys
 from typing import Any
 
 from nexus_core.cli.run import run_command, set_config_file, settings
+from nexus_core.commands.parse import parse_args
 from nexus_core.commands.registry import Command, all_commands
-from nexus_core.errors import NexusError
+from nexus_core.errors import InvalidError, NexusError
 
 
 def fast_parse(cmd: Command, argv: list[str]) -> tuple[dict[str, Any], bool] | None:
@@ -16,48 +17,14 @@ def fast_parse(cmd: Command, argv: list[str]) -> tuple[dict[str, Any], bool] | N
     typer 0.29 builds a pydantic TypeAdapter for every parameter it parses, which costs ~100 ms
     on each one-shot call; the registry already knows every parameter, so this is all it takes.
     """
-    options = {p.option: p for p in cmd.params if not p.positional}
-    positionals = [p for p in cmd.params if p.positional]
-    args: dict[str, Any] = {p.name: (False if p.type is bool else None) for p in cmd.params}
-    as_json = False
-    seen_positional = 0
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if token == "--json":
-            as_json = True
-        elif token.startswith("-") and token != "-":
-            name, eq, inline = token.partition("=")
-            param = options.get(name)
-            if param is None:
-                return None
-            if param.type is bool:
-                if eq:
-                    return None
-                args[param.name] = True
-            else:
-                if not eq:
-                    i += 1
-                    if i >= len(argv):
-                        return None
-                    inline = argv[i]
-                try:
-                    args[param.name] = param.type(inline)
-                except ValueError:
-                    return None
-        else:
-            if seen_positional >= len(positionals):
-                return None
-            args[positionals[seen_positional].name] = token
-            seen_positional += 1
-        i += 1
-    if any(p.required and args[p.name] in (None, False) for p in cmd.params if p.type is not bool):
+    try:
+        return parse_args(cmd, argv)
+    except InvalidError:
         return None
-    return args, as_json
 
 
 def status_summary() -> int:
-    """`nexus` with no command: the daemon's health and the workflows on one screen."""
+    """`nexus` with no command and no terminal (piped, cron): the daemon's health and the workflows as text."""
     from rich.console import Console
     from rich.text import Text
 
@@ -79,8 +46,36 @@ def status_summary() -> int:
     console.print()
     console.print(render.workflows(workflows))
     console.print()
-    console.print(Text("The full-screen dashboard is not built yet. Commands: nexus --help", style="dim"))
+    console.print(Text("Run `nexus` in a terminal for the live dashboard; commands: nexus --help", style="dim"))
     return 0
+
+
+def launch_tui() -> int:
+    """`nexus` in a terminal: the full-screen TUI, after starting a background daemon when that is ours to do."""
+    from nexus_core.errors import DaemonUnreachableError
+    from nexus_core.rpc.client import Client, start_background_daemon
+
+    try:
+        current = settings()
+    except NexusError as exc:
+        print(f"nexus: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    notice = None
+    try:
+        Client(current.socket_path, timeout=5).close()
+    except DaemonUnreachableError as exc:
+        if current.embedded and "permission denied" not in exc.message:
+            try:
+                pid = start_background_daemon(current)
+            except NexusError as start_exc:
+                print(f"nexus: {start_exc.message}", file=sys.stderr)
+                return start_exc.exit_code
+            notice = f"No daemon was running; started one in the background (pid {pid}, log {current.log_path})."
+    except NexusError:
+        pass  # refused or misconfigured: the TUI shows the daemon's own message and keeps retrying
+    from nexus_tui.app import run
+
+    return run(current.socket_path, notice=notice)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         set_config_file(args[i + 1])
         del args[i:i + 2]
     if not args:
-        sys.exit(status_summary())
+        sys.exit(launch_tui() if sys.stdin.isatty() and sys.stdout.isatty() else status_summary())
     cmd = all_commands().get(args[0])
     parsed = fast_parse(cmd, args[1:]) if cmd is not None else None
     if parsed is not None:

@@ -1,0 +1,231 @@
+"""The TUI under Pilot against a real daemon on a real socket: what an operator does and sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nexus_core.testing import DaemonProcess
+from nexus_tui.app import NexusApp
+from nexus_tui.history import CommandHistory
+from tui_helpers import command_output, type_command, until
+
+SIZE = (120, 36)
+
+
+@pytest.fixture
+def tui_daemon(make_daemon) -> DaemonProcess:  # type: ignore[no-untyped-def]
+    return make_daemon().start()
+
+
+def make_app(daemon: DaemonProcess) -> NexusApp:
+    return NexusApp(daemon.socket, history_path=daemon.home / "history", blink=False)
+
+
+async def loaded(pilot: Any, names: set[str]) -> Any:
+    table = await until(pilot, lambda: _table(pilot.app), "the dashboard")
+    await until(pilot, lambda: names <= set(table.by_name), f"workflows {sorted(names)} in the table")
+    return table
+
+
+def _table(app: Any) -> Any:
+    found = app.screen.query("WorkflowTable")
+    return found.first() if found else None
+
+
+async def test_trigger_from_the_table_makes_a_run_that_shows_in_the_history(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.create", {"name": "alpha", "kind": "noop"})
+    tui_daemon.call("workflows.create", {"name": "hello", "kind": "noop"})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, {"alpha", "hello"})
+        await pilot.press("down")
+        assert table.current["name"] == "hello"
+        await pilot.press("t")
+        await until(pilot, lambda: table.by_name["hello"].get("last_run_status") == "succeeded",
+                    "the row to show the run's success (pushed by the daemon)")
+        assert table.by_name["alpha"].get("last_run_status") is None
+        await pilot.press("enter")
+        screen = await until(pilot, lambda: app.screen if type(app.screen).__name__ == "WorkflowScreen" else None,
+                             "the workflow screen")
+        await until(pilot, lambda: screen.runs, "the run history")
+        run = screen.runs[0]
+        assert (run["status"], run["trigger"], run["triggered_by"]) == ("succeeded", "manual", "root")
+        await pilot.press("enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "RunScreen", "the run's output screen")
+    runs = tui_daemon.call("runs.list", {"workflow": "hello"})["runs"]
+    assert [r["id"] for r in runs] == [run["id"]]
+
+
+async def test_an_event_raised_by_the_daemon_appears_in_the_feed_and_the_table(tui_daemon: DaemonProcess) -> None:
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, set())
+        feed = app.screen.query_one("ActivityFeed")
+        tui_daemon.call("workflows.create", {"name": "made-elsewhere", "kind": "noop"})
+        await until(pilot, lambda: any("made-elsewhere" in (e.get("message") or "") for e in feed.rows),
+                    "the pushed event in the feed")
+        assert "made-elsewhere" in feed.rows[0]["message"]  # newest first
+        await until(pilot, lambda: "made-elsewhere" in table.by_name, "the new workflow in the table")
+        tui_daemon.call("workflows.delete", {"name": "made-elsewhere"})
+        await until(pilot, lambda: "made-elsewhere" not in table.by_name, "the deleted workflow to go")
+
+
+async def test_command_line_runs_registry_commands_and_keeps_history(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.create", {"name": "daily-report", "kind": "noop"})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, {"daily-report"})
+        await type_command(pilot, "auto:trigger daily-report --wait")
+        await until(pilot, lambda: "succeeded" in command_output(app), "the waited-for run's outcome")
+        await type_command(pilot, "auto:trigger")
+        await until(pilot, lambda: "auto:trigger needs NAME" in command_output(app), "the usage error")
+        await type_command(pilot, "auto:nope")
+        await until(pilot, lambda: "unknown command 'auto:nope'" in command_output(app), "the unknown command")
+        # Tab completes the command, then the workflow name.
+        field = app.screen.query_one("#command-input")
+        field.value, field.cursor_position = "auto:pau", 8
+        await pilot.press("tab")
+        assert field.value == "auto:pause "
+        field.value += "dai"
+        field.cursor_position = len(field.value)
+        await pilot.press("tab")
+        assert field.value == "auto:pause daily-report "
+        await pilot.press("up")
+        assert field.value == "auto:nope"
+    runs = tui_daemon.call("runs.list", {"workflow": "daily-report"})["runs"]
+    assert [r["status"] for r in runs] == ["succeeded"]
+    assert CommandHistory(tui_daemon.home / "history").entries[-3:] == [
+        "auto:trigger daily-report --wait", "auto:trigger", "auto:nope"]
+
+
+async def test_god_mode_is_refused_to_a_non_admin(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(config='[[operators]]\nuser = "root"\nrole = "operator"\n').start()
+    app = make_app(daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, set())
+        assert app.operator["role"] == "operator"
+        await type_command(pilot, "mode:god")
+        await until(pilot, lambda: "god mode is for admins" in command_output(app), "the refusal")
+        assert not app.god
+        assert not app.has_class("-god")
+
+
+async def test_god_mode_shows_ids_and_its_sql_console_refuses_delete(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.create", {"name": "hello", "kind": "noop"})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, {"hello"})
+        await type_command(pilot, 'db:query "SELECT 1"')
+        await until(pilot, lambda: "needs god mode" in command_output(app), "db:query refused outside god mode")
+        await type_command(pilot, "mode:god")
+        await until(pilot, lambda: app.god, "god mode")
+        assert "id" in [c.key for c in table.columns]
+        await type_command(pilot, 'db:query "DELETE FROM runs"')
+        await until(pilot, lambda: "DELETE is refused" in command_output(app), "the refusal of DELETE")
+        await type_command(pilot, 'db:query "SELECT name FROM workflows"')
+        await until(pilot, lambda: "hello" in command_output(app).split("SELECT name FROM workflows")[-1],
+                    "the query's rows")
+        await type_command(pilot, "mode:normal")
+        await until(pilot, lambda: not app.god, "normal mode")
+    events = tui_daemon.call("activity.recent", {"limit": 50})
+    assert any(e["action"] == "god.call" and "db.query" in e["message"] for e in events)
+
+
+async def test_a_failed_run_raises_a_toast_and_the_unread_count(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.create", {"name": "boom", "kind": "command", "retries": 0,
+                                         "payload": {"argv": ["false"]}})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, {"boom"})
+        assert app.unread == 0
+        await pilot.press("t")
+        await until(pilot, lambda: app.unread == 1, "the unread count")
+        await until(pilot, lambda: any("boom failed" in (n.title or "") for n in app._notifications),
+                    "a toast for the failed run")
+        await pilot.press("N")
+        screen = await until(pilot, lambda: app.screen if type(app.screen).__name__ == "NotificationsScreen"
+                             else None, "the notifications screen")
+        await until(pilot, lambda: screen.items, "the notification")
+        await pilot.press("M")
+        await until(pilot, lambda: app.unread == 0, "all marked read")
+    assert tui_daemon.call("notifications.list", {"unread_only": True})["unread"] == 0
+
+
+async def test_losing_the_daemon_shows_a_banner_and_resyncs_when_it_is_back(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.create", {"name": "before", "kind": "noop"})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, {"before"})
+        banner = app.screen.query_one("#banner")
+        assert not banner.display
+        tui_daemon.stop()
+        await until(pilot, lambda: banner.display and app.link.state.status == "reconnecting", "the banner")
+        tui_daemon.start()
+        tui_daemon.call("workflows.create", {"name": "after", "kind": "noop"})
+        app.link.retry_now()
+        await until(pilot, lambda: not banner.display, "the banner to go", timeout=30)
+        await until(pilot, lambda: {"before", "after"} <= set(table.by_name), "the table to resync")
+
+
+async def test_filter_as_you_type_and_sort(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.apply", {"workflows": [
+        {"name": "daily-report", "kind": "noop"}, {"name": "hubspot-sync", "kind": "noop"},
+        {"name": "weekly-report", "kind": "noop"}]})
+    tui_daemon.call("workflows.pause", {"name": "weekly-report"})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, {"daily-report", "hubspot-sync", "weekly-report"})
+        await pilot.press("slash", "r", "e", "p")
+        assert [w["name"] for w in table.rows] == ["daily-report", "weekly-report"]
+        await pilot.press("space", "p", "a", "u", "s")
+        assert [w["name"] for w in table.rows] == ["weekly-report"]
+        await pilot.press("escape")
+        assert len(table.rows) == 3 and table.has_focus
+        await pilot.press("S")
+        assert [w["name"] for w in table.rows] == ["weekly-report", "hubspot-sync", "daily-report"]
+
+
+async def test_new_workflow_form_checks_the_schedule_as_you_type(tui_daemon: DaemonProcess) -> None:
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, set())
+        await pilot.press("n")
+        form = await until(pilot, lambda: app.screen if type(app.screen).__name__ == "NewWorkflowScreen" else None,
+                           "the form")
+        form.query_one("#name").value = "nightly"
+        form.query_one("#timezone").value = "Europe/Berlin"
+        form.query_one("#cron").value = "61 * * * *"
+        preview = form.query_one("#preview")
+        await until(pilot, lambda: "minute" in str(preview.render()) and "✗" in str(preview.render()),
+                    "the cron error")
+        form.query_one("#cron").value = "30 2 * * *"
+        await until(pilot, lambda: str(preview.render()).count("CE") >= 5, "five next fires in the zone")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "nightly" in table.by_name, "the new workflow in the table")
+    assert tui_daemon.call("workflows.get", {"name": "nightly"})["cron"] == "30 2 * * *"
+
+
+async def test_deleting_asks_first(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.create", {"name": "doomed", "kind": "noop"})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, {"doomed"})
+        await pilot.press("d")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", "the question")
+        await pilot.press("n")
+        await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", "back on the dashboard")
+        assert "doomed" in table.by_name
+        await pilot.press("d")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", "the question again")
+        await pilot.press("y")
+        await until(pilot, lambda: "doomed" not in table.by_name, "the row to go")
+    assert tui_daemon.call("workflows.list") == []
+
+
+def test_tui_sources_never_import_the_daemon() -> None:
+    root = Path(__file__).resolve().parent.parent / "nexus_tui"
+    offenders = [str(p) for p in root.rglob("*.py") if "nexus_daemon" in p.read_text()]
+    assert offenders == []
