@@ -41,7 +41,7 @@ class NexusApp(App[int]):
         self.history = CommandHistory(history_path)
         self.unread = 0
         self.unread_changed: Signal[int] = Signal(self, "unread")
-        self.mode_info: dict[str, Any] = {"mode": "normal"}
+        self._was_god = False
         self.workflow_names: list[str] = []
         self.command_log: list[Any] = []
 
@@ -49,6 +49,10 @@ class NexusApp(App[int]):
 
     def now(self) -> datetime:
         return self._now() if self._now is not None else datetime.now(timezone.utc)
+
+    @property
+    def mode_info(self) -> dict[str, Any]:
+        return self.link.mode_info
 
     @property
     def god(self) -> bool:
@@ -96,8 +100,7 @@ class NexusApp(App[int]):
         self.run_worker(self._load_unread(), group="unread", exclusive=True, exit_on_error=False)
 
     def _mode_changed(self, info: dict[str, Any]) -> None:
-        was = self.god
-        self.mode_info = dict(info)
+        was, self._was_god = self._was_god, self.god
         self.set_class(self.god, "-god")
         if was and not self.god:
             self.notify("god mode ended", title="mode", timeout=5)

@@ -53,6 +53,7 @@ class DaemonLink:
         self._runs: dict[str, Any] | None = None
         self._flush: asyncio.TimerHandle | None = None
         self.pushed = 0
+        self.mode_info: dict[str, Any] = {"mode": "normal"}
 
     @property
     def connected(self) -> bool:
@@ -91,8 +92,7 @@ class DaemonLink:
             self._lost.clear()
             self.state = LinkState("connected", None, None, 0, hello, self.state.generation + 1)
             self.state_changed.publish(self.state)
-            if hello.get("mode"):
-                self.mode.publish(hello["mode"])
+            self.set_mode(hello.get("mode") or {"mode": "normal"})
             await self._lost.wait()
             self.client = None
             await client.close()
@@ -110,6 +110,11 @@ class DaemonLink:
         except asyncio.TimeoutError:
             pass
 
+    def set_mode(self, info: dict[str, Any]) -> None:
+        """The power mode the daemon reported; held here at once, so a screen mounted a moment later sees it."""
+        self.mode_info = dict(info)
+        self.mode.publish(self.mode_info)
+
     def _on_disconnect(self, reason: NexusError) -> None:
         self.state.error = reason.message
         self._lost.set()
@@ -124,7 +129,7 @@ class DaemonLink:
             self.notifications.publish(params)
             return
         elif method == "mode.changed":
-            self.mode.publish(params)
+            self.set_mode(params)
             return
         else:
             return

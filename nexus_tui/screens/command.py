@@ -127,7 +127,7 @@ class CommandScreen(ModalScreen[None]):
             self.write(Text(f"{exc.message}", style="bold red"))
             return
         if cmd.method.startswith("mode."):
-            app._mode_changed(answer)
+            app.link.set_mode(answer)
         if cmd.method == "notifications.read":
             app.refresh_unread()
         if as_json or cmd.render is None:

@@ -92,12 +92,14 @@ class DashboardScreen(WorkflowActions, Screen[None]):
         self._refresh_timer: Any = None
         self._loaded_generation = 0
         self._rate: dict[str, Any] | None = None
+        self._health: dict[str, Any] | None = None
         self.set_interval(HEALTH_EVERY_S, self._tick_health)
         self.set_interval(RATE_EVERY_S, self._tick_rate)
         self.set_interval(5.0, self._tick_times)
         self.table.focus()
         self._link_changed(app.link.state)
         self._mode_changed(app.mode_info)
+        self.set_class(self.size.width < NARROW, "-narrow")
 
     def on_resize(self, event: Any) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
@@ -214,6 +216,7 @@ class DashboardScreen(WorkflowActions, Screen[None]):
             health = await self.app.link.call("system.health")  # type: ignore[attr-defined]
         except NexusError:
             return
+        self._health = health
         self.query_one(SystemPanel).show_health(health)
         self.query_one("#system-title", Label).update(system_title(health, self._rate))
 
@@ -225,6 +228,8 @@ class DashboardScreen(WorkflowActions, Screen[None]):
             rate = None
         self._rate = rate
         self.query_one(SystemPanel).show_rate(rate)
+        if self._health is not None:
+            self.query_one("#system-title", Label).update(system_title(self._health, rate))
 
     # -- power mode -----------------------------------------------------------------------------
 
@@ -244,7 +249,7 @@ class DashboardScreen(WorkflowActions, Screen[None]):
         app: Any = self.app
         if not app.god:
             return
-        lines = Text("debug (god mode)\n", style="bold yellow")
+        lines = Text.assemble(("debug (god mode): last calls, then the selected row\n", "bold yellow"))
         client = app.link.client
         if client is not None:
             for t in list(client.timings)[-6:]:

@@ -18,7 +18,7 @@ COLUMNS = {
     "name": Column("name", "NAME", None, min_width=14),
     "status": Column("status", "STATUS", 9),
     "next": Column("next", "NEXT FIRE", 10),
-    "last": Column("last", "LAST RUN", 17),
+    "last": Column("last", "LAST RUN", 19),
     "schedule": Column("schedule", "SCHEDULE", None, min_width=12),
     "kind": Column("kind", "KIND", 8),
     "success": Column("success", "OK %", 5, justify="right"),
@@ -108,7 +108,7 @@ class WorkflowTable(VirtualTable[Workflow]):
         wanted = [k for k in COLUMNS if k != "id" or self.show_ids]
         if self.show_ids:
             wanted.remove("id")
-            wanted.insert(1, "id")
+            wanted.insert(3, "id")
         keep: list[str] = []
         used = 0
         for key in wanted:
