@@ -67,10 +67,11 @@ def test_workflow_from_creation_to_deletion(daemon: DaemonProcess) -> None:
     assert "first version" in daemon.cli("auto:show", "nightly").stdout
 
     # Triggered and waited for: the answer is the finished run with its attempt.
-    run = run_json(daemon, "auto:trigger", "nightly", "--wait")
+    # It requires approval: triggered with --yes (without, it is refused: tests/test_tui_api.py).
+    run = run_json(daemon, "auto:trigger", "nightly", "--yes", "--wait")
     assert run["status"] == "succeeded" and run["workflow"] == "nightly" and run["triggered_by"] == ME
     assert [a["status"] for a in run["attempts"]] == ["succeeded"]
-    human = daemon.cli("auto:trigger", "nightly", "--wait")
+    human = daemon.cli("auto:trigger", "nightly", "--wait", "--yes")
     assert human.returncode == 0 and "succeeded" in human.stdout
 
     logs = run_json(daemon, "auto:logs", "nightly")
