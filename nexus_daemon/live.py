@@ -94,7 +94,8 @@ class RunChanges:
             pass
 
     def _arm(self) -> None:
-        assert self._loop is not None
+        if self._loop is None:  # detached: the daemon is stopping, nobody is left to tell
+            return
         delay = max(0.0, self._last_flush + FLUSH_SECONDS - self._loop.time())
         self._loop.call_later(delay, self.flush)
 

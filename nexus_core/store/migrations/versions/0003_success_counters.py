@@ -21,7 +21,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('runs_succeeded', sa.Integer(), server_default='0', nullable=False))
         batch_op.add_column(sa.Column('runs_failed', sa.Integer(), server_default='0', nullable=False))
     with op.batch_alter_table('runs', schema=None) as batch_op:
-        batch_op.create_index('ix_runs_org_finished', ['organization_id', 'finished_at'], unique=False)
+        batch_op.create_index('ix_runs_org_finished', ['organization_id', 'finished_at'], unique=False,
+                              sqlite_where=sa.text('finished_at IS NOT NULL'),
+                              postgresql_where=sa.text('finished_at IS NOT NULL'))
     # Backfill from the run history. Correlated subqueries (not UPDATE … FROM) work on every SQLite the
     # daemon may meet; matching the organization too lets them use ix_runs_org_workflow_created.
     op.execute(
