@@ -193,6 +193,16 @@ def test_console_access_and_bad_input(daemon: DaemonProcess, god: Listener) -> N
         assert isinstance(err, InvalidError) and err.field == field, (params, err.message)
     err = god.error("db.query", {"sql": "SELECT * FROM no_such_table"})
     assert isinstance(err, InvalidError) and "no_such_table" in err.message and "Traceback" not in err.message
+    # Values nested thousands deep come back as text (or are refused), never as an internal error.
+    if backend(god) == "postgresql":
+        deep = "SELECT repeat('[', 3000) || repeat(']', 3000) AS deep"
+        err = god.error("db.query", {"sql": "SELECT (repeat('[', 3000) || repeat(']', 3000))::json"})
+        assert isinstance(err, InvalidError) and "nested too deeply" in err.message
+    else:
+        deep = "SELECT replace(printf('%.*c', 3000, 'x'), 'x', '[') || replace(printf('%.*c', 3000, 'x'), 'x', ']') " \
+               "AS deep"
+    [[text]] = god.call("db.query", {"sql": deep})["rows"]
+    assert text.startswith("[[[") and text.endswith("…[truncated]")
     # Every call is in the activity log, refused ones too, with the SQL cut at 200 characters.
     long_sql = "SELECT 1 AS " + "x" * 400
     god.call("db.query", {"sql": long_sql})

@@ -201,6 +201,23 @@ def secrets_for(conn: sa.Connection, cache_key: str) -> set[str]:
     return cached[1]
 
 
+def _walk(value: Any, scrub: Scrubber) -> Any:
+    """A parsed JSON value with every string (and key) scrubbed of known secrets."""
+    if isinstance(value, dict):
+        return {scrub(str(k)): _walk(v, scrub) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(v, scrub) for v in value]
+    return scrub(value) if isinstance(value, str) else value
+
+
+def _json_cell(value: Any, scrub: Scrubber) -> Any:
+    """A JSON object or array, secret-looking keys masked and known secrets scrubbed."""
+    try:
+        return _walk(mask(value), scrub)
+    except RecursionError:  # absurdly deep: shown as scrubbed text instead
+        return scrub(json.dumps(value, default=str, check_circular=False)[:CELL_CHARS])
+
+
 def _cell(value: Any, scrub: Scrubber) -> Any:
     if value is None or isinstance(value, (bool, int)):
         return value
@@ -211,12 +228,12 @@ def _cell(value: Any, scrub: Scrubber) -> Any:
         if text[:1] in "{[":
             try:
                 parsed = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 parsed = None
             if isinstance(parsed, (dict, list)):
-                masked = mask(parsed)
-                if masked != parsed:
-                    text = json.dumps(masked, ensure_ascii=False)
+                cleaned = _json_cell(parsed, scrub)
+                if cleaned != parsed:  # keep the stored text as it is when nothing was hidden
+                    text = cleaned if isinstance(cleaned, str) else json.dumps(cleaned, ensure_ascii=False)
         text = scrub(text)
         return text if len(text) <= CELL_CHARS else text[:CELL_CHARS] + "…[truncated]"
     if isinstance(value, Decimal):
@@ -230,7 +247,7 @@ def _cell(value: Any, scrub: Scrubber) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, (dict, list)):
-        return json.loads(scrub(json.dumps(mask(value), ensure_ascii=False, default=str)))
+        return _json_cell(value, scrub)
     return scrub(str(value))
 
 
@@ -305,6 +322,9 @@ def run_query(database_url: str, sql: str, limit: int, scrub: Scrubber) -> dict[
         cur = _execute(conn, statement)
         columns = [scrub(str(d[0])) for d in cur.description] if cur.description else []
         raw = cur.fetchmany(limit + 1) if cur.description else []
+    except RecursionError:  # psycopg parsing a json value nested thousands deep
+        raise InvalidError("a value in the answer is nested too deeply to show; select less of it",
+                           field="sql") from None
     except Exception as exc:
         if _driver_error(exc):
             raise _refused(exc, scrub) from None
