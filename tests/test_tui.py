@@ -26,6 +26,7 @@ def make_app(daemon: DaemonProcess) -> NexusApp:
 
 async def loaded(pilot: Any, names: set[str]) -> Any:
     table = await until(pilot, lambda: _table(pilot.app), "the dashboard")
+    await until(pilot, lambda: pilot.app.link.connected and pilot.app.operator, "the connection to the daemon")
     await until(pilot, lambda: names <= set(table.by_name), f"workflows {sorted(names)} in the table")
     return table
 
