@@ -122,7 +122,7 @@ class NexusApp(App[int]):
         from nexus_tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.screen))
 
     def action_notifications(self) -> None:
         from nexus_tui.screens.notifications import NotificationsScreen

@@ -50,15 +50,18 @@ def help_renderable(screen_bindings: list[Binding], app_bindings: list[Binding])
     modes.add_column()
     for name, what in MODES:
         modes.add_row(name, what)
-    return Group(keys, Text(""), commands, Text(""), modes)
+    return Group(keys, Text(""), modes, Text(""), commands)
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "close", "close")]
 
+    def __init__(self, below: Any = None) -> None:
+        super().__init__()
+        self.below = below
+
     def compose(self) -> ComposeResult:
-        below: Any = self.app.screen_stack[-1] if self.app.screen_stack else None
-        screen_bindings = list(getattr(below, "BINDINGS", []) or [])
+        screen_bindings = list(getattr(self.below, "BINDINGS", []) or [])
         with VerticalScroll(id="help-box", classes="dialog"):
             yield Static(help_renderable(screen_bindings, list(self.app.BINDINGS)))  # type: ignore[arg-type]
 
