@@ -230,3 +230,45 @@ def test_tui_sources_never_import_the_daemon() -> None:
     root = Path(__file__).resolve().parent.parent / "nexus_tui"
     offenders = [str(p) for p in root.rglob("*.py") if "nexus_daemon" in p.read_text()]
     assert offenders == []
+
+
+async def test_a_workflow_that_requires_approval_asks_first_except_in_god_mode(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.create", {"name": "deploy", "kind": "noop", "requires_approval": True})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, {"deploy"})
+        await pilot.press("t")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", "the approval question")
+        await pilot.press("n")
+        await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", "back without running")
+        assert tui_daemon.call("runs.list", {"workflow": "deploy"})["runs"] == []
+        await pilot.press("t")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", "the question again")
+        await pilot.press("y")
+        await until(pilot, lambda: table.by_name["deploy"].get("last_run_status") == "succeeded", "the approved run")
+        await type_command(pilot, "mode:god")
+        await until(pilot, lambda: app.god, "god mode")
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", "the dashboard")
+        await pilot.press("t")
+        await until(pilot, lambda: len(tui_daemon.call("runs.list", {"workflow": "deploy"})["runs"]) == 2,
+                    "a second run without a question")
+        assert type(app.screen).__name__ == "DashboardScreen"
+
+
+async def test_r_reruns_a_dead_run_from_the_workflow_screen(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.create", {"name": "flaky", "kind": "command", "retries": 1, "backoff": 0.1,
+                                         "payload": {"argv": ["false"]}})
+    first = tui_daemon.call("workflows.trigger", {"name": "flaky", "wait": True, "wait_timeout": 30})
+    assert first["status"] == "dead"
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, {"flaky"})
+        await pilot.press("enter")
+        screen = await until(pilot, lambda: app.screen if type(app.screen).__name__ == "WorkflowScreen" else None,
+                             "the workflow screen")
+        await until(pilot, lambda: screen.runs, "the run history")
+        await pilot.press("r")
+        await until(pilot, lambda: len(screen.runs) == 2, "the re-run in the history")
+    runs = tui_daemon.call("runs.list", {"workflow": "flaky"})["runs"]
+    assert runs[1]["id"] == first["id"] and runs[0]["trigger"] == "manual"

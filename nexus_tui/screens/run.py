@@ -14,6 +14,7 @@ from textual.widgets import Footer, Static
 
 from nexus_core.commands import render
 from nexus_core.errors import NexusError
+from nexus_tui.widgets.workflows.actions import call_approved
 
 
 class RunScreen(ModalScreen[None]):
@@ -62,9 +63,11 @@ class RunScreen(ModalScreen[None]):
             self.app.notify("only failed or dead runs are re-run", severity="warning", timeout=4)
             return
         try:
-            new = await self.app.link.call("runs.rerun", {"id": self.run["id"]})  # type: ignore[attr-defined]
+            new = await call_approved(self, "runs.rerun", {"id": self.run["id"]}, self.run["workflow"])
         except NexusError as exc:
             self.app.report(exc, "re-run")  # type: ignore[attr-defined]
+            return
+        if new is None:
             return
         self.app.notify(f"re-running as run {new['id'][-8:]}", timeout=4)
         self.dismiss(None)

@@ -18,7 +18,7 @@ from nexus_core.errors import NexusError
 from nexus_tui import format as fmt
 from nexus_tui.link import LinkState
 from nexus_tui.widgets.header import StatusHeader
-from nexus_tui.widgets.workflows.actions import WorkflowActions
+from nexus_tui.widgets.workflows.actions import WorkflowActions, call_approved
 
 RUNS_SHOWN = 100
 RERUNNABLE = ("failed", "dead")
@@ -183,9 +183,11 @@ class WorkflowScreen(WorkflowActions, Screen[None]):
                             "(t triggers the workflow)", severity="warning", timeout=5)
             return
         try:
-            new = await self.app.link.call("runs.rerun", {"id": run["id"]})  # type: ignore[attr-defined]
+            new = await call_approved(self, "runs.rerun", {"id": run["id"]}, run["workflow"])
         except NexusError as exc:
             self.app.report(exc, "re-run")  # type: ignore[attr-defined]
+            return
+        if new is None:
             return
         self.app.notify(f"re-running {run['id'][-8:]} as run {new['id'][-8:]}", timeout=4)
         self._schedule_reload()

@@ -9,6 +9,24 @@ from textual import work
 from nexus_core.errors import NexusError
 
 
+async def call_approved(screen: Any, method: str, params: dict[str, Any], what: str) -> Any:
+    """Call `method`; when the daemon answers that the workflow requires approval, ask, then send it confirmed.
+
+    Raises the daemon's NexusError otherwise; returns None when the operator declined."""
+    from nexus_tui.screens.confirm import ConfirmScreen
+
+    app = screen.app
+    try:
+        return await app.link.call(method, params)
+    except NexusError as exc:
+        if exc.data.get("reason") != "approval_required":
+            raise
+    question = f"{what} requires approval before it runs.\nRun it now?"
+    if not await app.push_screen_wait(ConfirmScreen(question, "run it")):
+        return None
+    return await app.link.call(method, {**params, "confirm": True})
+
+
 class WorkflowActions:
     """A screen mixin: the screen provides `targets()` and `after_action(names, gone=)`."""
 
@@ -48,15 +66,12 @@ class WorkflowActions:
             await self._bulk("trigger", [w["name"] for w in targets])
             return
         wf = targets[0]
-        params: dict[str, Any] = {"name": wf["name"]}
-        if wf.get("requires_approval") and not self.app.god:
-            if not await self._confirm(f"{wf['name']} requires approval before it runs.\nRun it now?", "run it"):
-                return
-            params["confirm"] = True
         try:
-            run = await self.app.link.call("workflows.trigger", params)
+            run = await call_approved(self, "workflows.trigger", {"name": wf["name"]}, wf["name"])
         except NexusError as exc:
             self.app.report(exc, f"trigger {wf['name']}")
+            return
+        if run is None:
             return
         self.app.notify(f"run {run['id'][-8:]} is {run['status']}", title=f"triggered {wf['name']}", timeout=4)
         self.after_action([wf["name"]])
