@@ -180,7 +180,10 @@ class TestWorkflowDetail:
             await dashboard_loaded(pilot)
             await pilot.press("enter")
             await until(pilot, lambda: getattr(pilot.app.screen, "runs", None), "the run history")
-            await pilot.pause(0.2)
+            screen = pilot.app.screen
+            await until(pilot, lambda: screen.query_one("DataTable").row_count == len(RUNS)
+                        and "CET" in str(screen.query_one("#next-fires").render()), "the whole workflow screen")
+            await pilot.pause(0.3)
 
         assert snap_compare(app_for(fake), terminal_size=(120, 36), run_before=run_before)
 

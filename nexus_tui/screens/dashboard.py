@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -17,6 +18,7 @@ from nexus_core.errors import NexusError
 from nexus_tui.link import LinkState
 from nexus_tui.widgets.feed import ActivityFeed
 from nexus_tui.widgets.header import StatusHeader
+from nexus_tui.widgets.line import Line
 from nexus_tui.widgets.system import SystemPanel
 from nexus_tui.widgets.vtable import VirtualTable
 from nexus_tui.widgets.workflows.actions import WorkflowActions
@@ -70,11 +72,11 @@ class DashboardScreen(WorkflowActions, Screen[None]):
         yield Static("", id="banner")
         with Horizontal(id="body"):
             with Vertical(id="left"):
-                yield Label("Workflows", id="workflows-title", classes="panel-title")
+                yield Line("Workflows", id="workflows-title", classes="panel-title")
                 yield Input(placeholder="filter: name, kind or status", id="workflow-filter", classes="filter")
                 yield WorkflowTable(self.app.now, id="workflows")  # type: ignore[attr-defined]
             with Vertical(id="right"):
-                yield Label("System", id="system-title", classes="panel-title")
+                yield Line("System", id="system-title", classes="panel-title")
                 yield SystemPanel(id="system")
                 yield Label("Activity", id="activity-title", classes="panel-title")
                 yield Input(placeholder="filter the feed", id="feed-filter", classes="filter")
@@ -130,28 +132,30 @@ class DashboardScreen(WorkflowActions, Screen[None]):
     @work(group="load", exclusive=True, exit_on_error=False)
     async def load_all(self) -> None:
         link = self.app.link  # type: ignore[attr-defined]
-        try:
-            workflows = await link.call("workflows.list")
-            self._show_workflows(workflows)
-            self.feed.load(await link.call("activity.recent", {"limit": 200}))
+        self._tick_health()
+        self._tick_rate()
+        try:  # asked together: the daemon answers the small ones while it builds the long list
+            workflows, events = await asyncio.gather(link.call("workflows.list"),
+                                                     link.call("activity.recent", {"limit": 200}))
         except NexusError as exc:
             self.app.report(exc, "loading the dashboard")  # type: ignore[attr-defined]
             return
-        self._tick_health()
-        self._tick_rate()
+        self.feed.load(events)
+        self._show_workflows(workflows)
 
     def _show_workflows(self, workflows: list[dict[str, Any]]) -> None:
         self.table.load(workflows)
         self._workflows_changed()
 
-    def _workflows_changed(self) -> None:
+    def _workflows_changed(self, names: bool = True) -> None:
         table = self.table
-        self.app.workflow_names = sorted(table.by_name)  # type: ignore[attr-defined]
+        if names:  # for the : line's completion
+            self.app.workflow_names = sorted(table.by_name)  # type: ignore[attr-defined]
         shown, total = len(table.rows), len(table.by_name)
         title = f"Workflows ({total})" if shown == total else f"Workflows ({shown} of {total}, filter {table.filter_text!r})"
         if table.selected:
             title += f" · {len(table.selected)} selected"
-        self.query_one("#workflows-title", Label).update(title)
+        self.query_one("#workflows-title", Line).set(title)
         self._show_debug()
 
     def _activity(self, events: list[dict[str, Any]]) -> None:
@@ -218,7 +222,7 @@ class DashboardScreen(WorkflowActions, Screen[None]):
             return
         self._health = health
         self.query_one(SystemPanel).show_health(health)
-        self.query_one("#system-title", Label).update(system_title(health, self._rate))
+        self.query_one("#system-title", Line).set(system_title(health, self._rate))
 
     @work(group="rate", exclusive=True, exit_on_error=False)
     async def load_rate(self) -> None:
@@ -229,7 +233,7 @@ class DashboardScreen(WorkflowActions, Screen[None]):
         self._rate = rate
         self.query_one(SystemPanel).show_rate(rate)
         if self._health is not None:
-            self.query_one("#system-title", Label).update(system_title(self._health, rate))
+            self.query_one("#system-title", Line).set(system_title(self._health, rate))
 
     # -- power mode -----------------------------------------------------------------------------
 
@@ -273,7 +277,7 @@ class DashboardScreen(WorkflowActions, Screen[None]):
     def _filter_changed(self, event: Input.Changed) -> None:
         if event.input.id == "workflow-filter":
             self.table.set_filter(event.value)
-            self._workflows_changed()
+            self._workflows_changed(names=False)
         else:
             self.feed.set_filter(event.value)
 
@@ -296,7 +300,7 @@ class DashboardScreen(WorkflowActions, Screen[None]):
 
     def action_sort_reverse(self) -> None:
         self.table.sort_reverse = not self.table.sort_reverse
-        self.table.show()
+        self.table.resort()
 
     def action_reload(self) -> None:
         self.load_all()

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 from nexus_tui.format import parse_iso, span
 
@@ -14,11 +14,11 @@ if TYPE_CHECKING:
     from nexus_tui.app import NexusApp
 
 
-class StatusHeader(Static):
+class StatusHeader(Widget):
     """Redrawn every second and whenever the link, the mode or the unread count change."""
 
     DEFAULT_CSS = """
-    StatusHeader { height: 1; background: $panel; color: $text; padding: 0 1; }
+    StatusHeader { height: 1; width: 1fr; background: $panel; color: $text; padding: 0 1; }
     """
 
     def on_mount(self) -> None:
@@ -30,8 +30,11 @@ class StatusHeader(Static):
         self.refresh_line()
 
     def refresh_line(self) -> None:
+        self.refresh()
+
+    def render(self) -> Text:
         app: NexusApp = self.app  # type: ignore[assignment]
-        self.update(header_text(app.link.state, app.mode_info, app.unread, app.now(), self.size.width or 80))
+        return header_text(app.link.state, app.mode_info, app.unread, app.now(), self.size.width or 80)
 
 
 def header_text(state: Any, mode: dict[str, Any], unread: int, now: Any, width: int) -> Text:
@@ -63,7 +66,7 @@ def header_text(state: Any, mode: dict[str, Any], unread: int, now: Any, width: 
     text.append("  ")
     text.append(f"✉ {unread}", style="bold red" if unread else "dim")
     clock = now.astimezone().strftime("%H:%M:%S")
-    pad = width - 2 - text.cell_len - len(clock)
+    pad = width - text.cell_len - len(clock)
     if pad > 0:
         text.append(" " * pad)
     else:

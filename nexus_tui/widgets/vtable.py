@@ -95,7 +95,8 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         self.sort_key: str | None = None
         self.sort_reverse = False
         self._widths: list[int] = []
-        self._cache: dict[tuple[Any, int, bool, bool], Strip] = {}
+        # (key, id(row), width, cursor, selected) -> (row, strip); the row is kept so its id is not reused.
+        self._cache: dict[tuple[Any, int, int, bool, bool], tuple[Row, Strip]] = {}
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -107,7 +108,6 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         """Show these rows; the cursor stays on the row with the same key when it is still there."""
         current = self.current_key if keep_cursor else None
         self.rows = list(rows)
-        self._cache.clear()
         if current is not None:
             for i, row in enumerate(self.rows):
                 if self._key(row) == current:
@@ -139,13 +139,11 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         if key is None:
             return
         self.selected.symmetric_difference_update({key})
-        self._cache.clear()
         self.refresh()
 
     def clear_selection(self) -> None:
         if self.selected:
             self.selected.clear()
-            self._cache.clear()
             self.refresh()
 
     # -- geometry -------------------------------------------------------------------------------
@@ -219,8 +217,9 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         key = self._key(row)
         is_cursor = self.show_cursor and index == self.cursor and self.has_focus_within_screen
         is_selected = key in self.selected
-        cache_key = (key, width, is_cursor, is_selected)
-        strip = self._cache.get(cache_key)
+        cache_key = (key, id(row), width, is_cursor, is_selected)
+        hit = self._cache.get(cache_key)
+        strip = hit[1] if hit is not None else None
         if strip is None:
             style = base
             if is_selected:
@@ -230,7 +229,7 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
             strip = self._line(self._cells(row), style)
             if len(self._cache) > 2000:
                 self._cache.clear()
-            self._cache[cache_key] = strip
+            self._cache[cache_key] = (row, strip)
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
     @property
@@ -239,17 +238,14 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         return self.has_focus or self.screen.focused is None or not self.screen.focused.can_focus
 
     def on_focus(self) -> None:
-        self._cache.clear()
         self.refresh()
 
     def on_blur(self) -> None:
-        self._cache.clear()
         self.refresh()
 
     # -- moving ---------------------------------------------------------------------------------
 
     def watch_cursor(self, old: int, new: int) -> None:
-        self._cache.clear()
         self.refresh()
         self._scroll_to_cursor()
         if old != new or new == 0:

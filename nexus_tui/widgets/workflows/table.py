@@ -56,6 +56,10 @@ class WorkflowTable(VirtualTable[Workflow]):
         self.filter_text = ""
         self.show_ids = False
         self.sort_key = "name"
+        # Every workflow in the current sort order, and the last filter's result: typing one more
+        # character only narrows that result, so a keystroke costs a scan of what is shown, never a sort.
+        self._ordered: list[Workflow] | None = None
+        self._last: tuple[list[str], list[Workflow]] | None = None
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -63,6 +67,7 @@ class WorkflowTable(VirtualTable[Workflow]):
         """Replace every workflow."""
         self.by_name = {w["name"]: w for w in workflows}
         self._search = {n: _search_key(w) for n, w in self.by_name.items()}
+        self._ordered = self._last = None
         self.show()
 
     def update_some(self, workflows: Iterable[Workflow], gone: Iterable[str] = ()) -> None:
@@ -74,6 +79,7 @@ class WorkflowTable(VirtualTable[Workflow]):
             self.by_name.pop(name, None)
             self._search.pop(name, None)
             self.selected.discard(name)
+        self._ordered = self._last = None
         self.show()
 
     def set_filter(self, text: str) -> None:
@@ -81,17 +87,33 @@ class WorkflowTable(VirtualTable[Workflow]):
         self.show(keep_cursor=True)
 
     def show(self, *, keep_cursor: bool = True) -> None:
+        if self._ordered is None:
+            self._ordered = sorted(self.by_name.values(), key=_sort_value(self.sort_key or "name"),
+                                   reverse=self.sort_reverse)
+            self._last = None
         terms = self.filter_text.lower().split()
-        if terms:
-            rows = [w for n, w in self.by_name.items() if all(t in self._search[n] for t in terms)]
+        if not terms:
+            rows = self._ordered
         else:
-            rows = list(self.by_name.values())
-        rows.sort(key=_sort_value(self.sort_key or "name"), reverse=self.sort_reverse)
+            pool = self._ordered
+            if self._last is not None and _narrows(self._last[0], terms):
+                pool = self._last[1]
+            search = self._search
+            if len(terms) == 1:
+                term = terms[0]
+                rows = [w for w in pool if term in search[w["name"]]]
+            else:
+                rows = [w for w in pool if all(t in search[w["name"]] for t in terms)]
+        self._last = (terms, rows)
         self.set_rows(rows, keep_cursor=keep_cursor)
+
+    def resort(self) -> None:
+        self._ordered = None
+        self.show()
 
     def on_virtual_table_sort_changed(self, event: VirtualTable.SortChanged) -> None:
         event.stop()
-        self.show()
+        self.resort()
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -149,6 +171,11 @@ class WorkflowTable(VirtualTable[Workflow]):
             else:
                 out.append(str(w.get(key) or ""))
         return out
+
+
+def _narrows(before: list[str], now: list[str]) -> bool:
+    """Whether every row matching `now` also matched `before` (each old term is within a new one)."""
+    return bool(before) and all(any(old in new for new in now) for old in before)
 
 
 def _search_key(w: Workflow) -> str:
