@@ -14,7 +14,7 @@ from nexus_core.commands.registry import Command, all_commands
 from nexus_core.errors import NexusError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
-                  help="Nexus: operations command center. Without a command: a status summary.",
+                  help="Nexus: operations command center. Without a command: the live dashboard (a status summary when not on a terminal).",
                   context_settings={"help_option_names": ["-h", "--help"]})
 def _fail(exc: NexusError, as_json: bool) -> None:
     raise typer.Exit(report_error(exc, as_json))
