@@ -35,8 +35,19 @@ class FakeDaemon:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        async def shut() -> None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop)
         self._thread.join(5)
+        self._loop.close()
 
     def push(self, method: str, params: dict[str, Any]) -> None:
         line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params}).encode() + b"\n"
@@ -49,7 +60,8 @@ class FakeDaemon:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(asyncio.start_unix_server(self._serve, path=str(self.socket_path)))
+        self._server = self._loop.run_until_complete(asyncio.start_unix_server(self._serve,
+                                                                                path=str(self.socket_path)))
         self._ready.set()
         self._loop.run_forever()
 
@@ -67,7 +79,8 @@ class FakeDaemon:
                     answer = self.answers[method]
                     reply = {"result": answer(params) if callable(answer) else answer}
                 writer.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], **reply}).encode() + b"\n")
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
-            self._writers.remove(writer)
+            if writer in self._writers:
+                self._writers.remove(writer)
