@@ -272,3 +272,36 @@ async def test_r_reruns_a_dead_run_from_the_workflow_screen(tui_daemon: DaemonPr
         await until(pilot, lambda: len(screen.runs) == 2, "the re-run in the history")
     runs = tui_daemon.call("runs.list", {"workflow": "flaky"})["runs"]
     assert runs[1]["id"] == first["id"] and runs[0]["trigger"] == "manual"
+
+
+async def test_god_mode_bulk_pauses_a_multi_selection(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.apply", {"workflows": [{"name": n, "kind": "noop"} for n in ("a1", "a2", "a3")]})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, {"a1", "a2", "a3"})
+        await pilot.press("space")
+        assert not table.selected  # selecting many is a god mode feature
+        await type_command(pilot, "mode:god")
+        await until(pilot, lambda: app.god, "god mode")
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", "the dashboard")
+        table.focus()
+        await pilot.press("space", "space")
+        assert table.selected == {"a1", "a2"}
+        await pilot.press("p")
+        await until(pilot, lambda: [table.by_name[n]["status"] for n in ("a1", "a2", "a3")]
+                    == ["paused", "paused", "active"], "both selected workflows paused")
+    events = tui_daemon.call("activity.recent", {"limit": 20})
+    assert any(e["action"] == "god.call" and "workflows.bulk" in e["message"] for e in events)
+
+
+async def test_the_command_palette_offers_registry_commands(tui_daemon: DaemonProcess) -> None:
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, set())
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: type(app.screen).__name__ == "CommandPalette", "the palette")
+        await pilot.press(*"auto:stats")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: "success rate" in command_output(app), "auto:stats run from the palette")
