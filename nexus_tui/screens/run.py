@@ -14,7 +14,7 @@ from textual.widgets import Footer, Static
 
 from nexus_core.commands import render
 from nexus_core.errors import NexusError
-from nexus_tui.widgets.workflows.actions import call_approved
+from nexus_tui.widgets.workflows.actions import rerun
 
 
 class RunScreen(ModalScreen[None]):
@@ -59,15 +59,5 @@ class RunScreen(ModalScreen[None]):
 
     @work(group="action", exit_on_error=False)
     async def action_rerun(self) -> None:
-        if self.run is None or self.run["status"] not in ("failed", "dead"):
-            self.app.notify("only failed or dead runs are re-run", severity="warning", timeout=4)
-            return
-        try:
-            new = await call_approved(self, "runs.rerun", {"id": self.run["id"]}, self.run["workflow"])
-        except NexusError as exc:
-            self.app.report(exc, "re-run")  # type: ignore[attr-defined]
-            return
-        if new is None:
-            return
-        self.app.notify(f"re-running as run {new['id'][-8:]}", timeout=4)
-        self.dismiss(None)
+        if self.run is not None and await rerun(self, self.run):
+            self.dismiss(None)

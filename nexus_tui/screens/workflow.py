@@ -9,7 +9,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
@@ -18,10 +18,9 @@ from nexus_core.errors import NexusError
 from nexus_tui import format as fmt
 from nexus_tui.link import LinkState
 from nexus_tui.widgets.header import StatusHeader
-from nexus_tui.widgets.workflows.actions import WorkflowActions, call_approved
+from nexus_tui.widgets.workflows.actions import WorkflowActions, rerun
 
 RUNS_SHOWN = 100
-RERUNNABLE = ("failed", "dead")
 
 
 def definition(wf: dict[str, Any], god: bool) -> Any:
@@ -176,21 +175,8 @@ class WorkflowScreen(WorkflowActions, Screen[None]):
     @work(group="action", exit_on_error=False)
     async def action_rerun(self) -> None:
         run = self.current_run()
-        if run is None:
-            return
-        if run["status"] not in RERUNNABLE:
-            self.app.notify(f"run {run['id'][-8:]} is {run['status']}; only failed or dead runs are re-run "
-                            "(t triggers the workflow)", severity="warning", timeout=5)
-            return
-        try:
-            new = await call_approved(self, "runs.rerun", {"id": run["id"]}, run["workflow"])
-        except NexusError as exc:
-            self.app.report(exc, "re-run")  # type: ignore[attr-defined]
-            return
-        if new is None:
-            return
-        self.app.notify(f"re-running {run['id'][-8:]} as run {new['id'][-8:]}", timeout=4)
-        self._schedule_reload()
+        if run is not None and await rerun(self, run):
+            self._schedule_reload()
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -55,29 +55,21 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
 
     cursor: reactive[int] = reactive(0, always_update=True, init=False)
 
-    class Highlighted(Message):
+    class RowMessage(Message):
+        def __init__(self, table: "VirtualTable[Any]", row: Any) -> None:
+            super().__init__()
+            self.table = table
+            self.row = row
+
+        @property
+        def control(self) -> "VirtualTable[Any]":
+            return self.table
+
+    class Highlighted(RowMessage):
         """The cursor moved to another row."""
 
-        def __init__(self, table: "VirtualTable[Any]", row: Any) -> None:
-            super().__init__()
-            self.table = table
-            self.row = row
-
-        @property
-        def control(self) -> "VirtualTable[Any]":
-            return self.table
-
-    class Selected(Message):
+    class Selected(RowMessage):
         """Enter (or a double click) on a row."""
-
-        def __init__(self, table: "VirtualTable[Any]", row: Any) -> None:
-            super().__init__()
-            self.table = table
-            self.row = row
-
-        @property
-        def control(self) -> "VirtualTable[Any]":
-            return self.table
 
     def __init__(self, columns: Sequence[Column], cells: Callable[[Row], Sequence[Text | str]],
                  key: Callable[[Row], Any], *, empty: str = "nothing to show", show_header: bool = True,

@@ -27,6 +27,22 @@ async def call_approved(screen: Any, method: str, params: dict[str, Any], what: 
     return await app.link.call(method, {**params, "confirm": True})
 
 
+async def rerun(screen: Any, run: dict[str, Any]) -> dict[str, Any] | None:
+    """Re-run a failed or dead run (asking for approval when the daemon wants it); the new run, or None."""
+    if run["status"] not in ("failed", "dead"):
+        screen.app.notify(f"run {run['id'][-8:]} is {run['status']}; only failed or dead runs are re-run "
+                          "(t triggers the workflow)", severity="warning", timeout=5)
+        return None
+    try:
+        new = await call_approved(screen, "runs.rerun", {"id": run["id"]}, run["workflow"])
+    except NexusError as exc:
+        screen.app.report(exc, "re-run")
+        return None
+    if new is not None:
+        screen.app.notify(f"re-running {run['id'][-8:]} as run {new['id'][-8:]}", timeout=4)
+    return new
+
+
 class WorkflowActions:
     """A screen mixin: the screen provides `targets()` and `after_action(names, gone=)`."""
 
