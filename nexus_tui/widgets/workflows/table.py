@@ -58,8 +58,8 @@ class WorkflowTable(VirtualTable[Workflow]):
         self.sort_key = "name"
         # Every workflow in the current sort order, and the last filter's result: typing one more
         # character only narrows that result, so a keystroke costs a scan of what is shown, never a sort.
-        self._ordered: list[Workflow] | None = None
-        self._last: tuple[list[str], list[Workflow]] | None = None
+        self._ordered: list[tuple[str, Workflow]] | None = None  # (search key, workflow)
+        self._last: tuple[list[str], list[tuple[str, Workflow]]] | None = None
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -88,24 +88,24 @@ class WorkflowTable(VirtualTable[Workflow]):
 
     def show(self, *, keep_cursor: bool = True) -> None:
         if self._ordered is None:
-            self._ordered = sorted(self.by_name.values(), key=_sort_value(self.sort_key or "name"),
-                                   reverse=self.sort_reverse)
+            ordered = sorted(self.by_name.values(), key=_sort_value(self.sort_key or "name"),
+                             reverse=self.sort_reverse)
+            self._ordered = [(self._search[w["name"]], w) for w in ordered]
             self._last = None
         terms = self.filter_text.lower().split()
         if not terms:
-            rows = self._ordered
+            pairs = self._ordered
         else:
             pool = self._ordered
             if self._last is not None and _narrows(self._last[0], terms):
                 pool = self._last[1]
-            search = self._search
             if len(terms) == 1:
                 term = terms[0]
-                rows = [w for w in pool if term in search[w["name"]]]
+                pairs = [p for p in pool if term in p[0]]
             else:
-                rows = [w for w in pool if all(t in search[w["name"]] for t in terms)]
-        self._last = (terms, rows)
-        self.set_rows(rows, keep_cursor=keep_cursor)
+                pairs = [p for p in pool if all(t in p[0] for t in terms)]
+        self._last = (terms, pairs)
+        self.set_rows([w for _, w in pairs], keep_cursor=keep_cursor)
 
     def resort(self) -> None:
         self._ordered = None
