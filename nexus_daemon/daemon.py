@@ -54,6 +54,9 @@ class Daemon:
         self.worker_id = new_worker_id()
         self._orgs: dict[str, str] = {}
         self._stop_event = threading.Event()
+        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._events_lock = threading.Lock()
+        self._events_armed = False
         self.redis: Any = None
         self.redis_url: str | None = None
         self.store: Store | None = None  # type: ignore[assignment]
@@ -293,9 +296,27 @@ class Daemon:
             self.dispatcher.finished(run_id, status)
 
     def _push_activity(self, org_id: str, event: dict[str, Any]) -> None:
+        # Called by the writer for every event it committed (one per trigger): they are handed to the
+        # loop together, one wake-up for all that came while it was busy, not one each.
         loop = getattr(self, "loop", None)
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._push_event, self, org_id, event)
+        if loop is None or loop.is_closed():
+            return
+        with self._events_lock:
+            self._events.append((org_id, event))
+            if self._events_armed:
+                return
+            self._events_armed = True
+        try:
+            loop.call_soon_threadsafe(self._flush_activity)
+        except RuntimeError:  # the loop closed meanwhile: the daemon is stopping
+            pass
+
+    def _flush_activity(self) -> None:
+        with self._events_lock:
+            events, self._events = self._events, []
+            self._events_armed = False
+        for org_id, event in events:
+            self._push_event(self, org_id, event)
 
     def _push_notification(self, org_id: str, item: dict[str, Any]) -> None:
         loop = getattr(self, "loop", None)

@@ -13,9 +13,7 @@ import structlog
 from dramatiq import Message
 
 from nexus_core.errors import NotFoundError
-from nexus_core.services import activity
 from nexus_core.services import runs as run_service
-from nexus_core.services import workflows as wf_service
 from nexus_core.store.models import FINAL_RUN_STATUSES
 from nexus_daemon.executor import ACTOR_NAME
 
@@ -88,19 +86,7 @@ class Dispatcher:
     async def trigger(self, org_id: str, name: str, actor: str, trigger: str = "manual",
                       approval: str | None = None) -> dict[str, Any]:
         """Run a workflow now; `approval` ("confirmed", "god mode") is needed when it requires approval."""
-        def write(conn: Any) -> dict[str, Any]:
-            wf = wf_service.find(conn, org_id, name)
-            wf_service.require_approval(wf, approval, f"auto:trigger {name} --yes")
-            run = run_service.create(conn, wf, trigger, actor)
-            data: dict[str, Any] = {"run_id": run["id"]}
-            message = f"{actor} triggered {name}"
-            if approval and wf["requires_approval"]:
-                data["approval"] = approval
-                message += f" (approval: {approval})"
-            activity.record(conn, org_id, actor, "workflow.triggered", target=name, message=message, data=data)
-            return run
-
-        return self._send(await self.store.awrite(write))
+        return self._send(await self.store.awrite(run_service.trigger, org_id, name, actor, trigger, approval))
 
     async def rerun(self, org_id: str, run_id: str, actor: str, approval: str | None = None) -> dict[str, Any]:
         """A new manual run of a failed or dead run's workflow."""

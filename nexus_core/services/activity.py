@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from nexus_core.errors import NotFoundError
+from nexus_core.store import fast
 from nexus_core.store.models import activity_table as A
 from nexus_core.store.models import notifications_table as N
 from nexus_core.store.types import utcnow
@@ -28,20 +29,40 @@ def event_dict(row: Any) -> dict[str, Any]:
             "target": m["target"], "message": m["message"], "data": m["data"] or {}}
 
 
-_INSERT_EVENT = sa.insert(A)  # built once: activity is written on every trigger
+# Prepared once: an event is written with every trigger.
+_INSERT_EVENT = fast.insert(A, ("organization_id", "at", "level", "actor", "action", "target", "message", "data"),
+                            returning_id=True)
 
 
 def record(conn: sa.Connection, org: str, actor: str, action: str, *, target: str | None = None,
            message: str = "", level: str = "info", data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write one activity event and return it as sent to subscribers."""
-    at = utcnow()
-    result = conn.execute(_INSERT_EVENT, {"organization_id": org, "at": at, "level": level, "actor": actor,
-                                          "action": action, "target": target, "message": message, "data": data or {}})
-    event = {"id": result.inserted_primary_key[0], "at": at.isoformat(), "level": level, "actor": actor,
-             "action": action, "target": target, "message": message, "data": data or {}}
-    # Pushed to subscribers only once the transaction that wrote it has committed.
-    conn.info.setdefault("after_commit", []).append(lambda: [fn(org, event) for fn in listeners])
-    return event
+    return record_many(conn, [(org, {"actor": actor, "action": action, "target": target, "message": message,
+                                     "level": level, "data": data})])[0]
+
+
+def record_many(conn: sa.Connection, events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Write activity events, (organization, fields as for record()) each; returns them as sent to subscribers."""
+    rows = []
+    for org, fields in events:
+        rows.append({"organization_id": org, "at": utcnow(), "level": fields.get("level", "info"),
+                     "actor": fields["actor"], "action": fields["action"], "target": fields.get("target"),
+                     "message": fields.get("message", ""), "data": fields.get("data") or {}})
+    if conn.dialect.name == "sqlite" and len(rows) > 1:
+        # One executemany; SQLite numbers the rows of this one writer's transaction one after another
+        # (each new rowid is one more than the largest), so the ids are the last one's and those before it.
+        _INSERT_EVENT.many(conn, rows)
+        last = int(conn.connection.dbapi_connection.execute("SELECT last_insert_rowid()").fetchone()[0])  # type: ignore[union-attr]
+        ids = list(range(last - len(rows) + 1, last + 1))
+    else:
+        ids = [_INSERT_EVENT.insert_id(conn, row) for row in rows]
+    out = [(row.pop("organization_id"), {"id": event_id, **row, "at": row["at"].isoformat()})
+           for event_id, row in zip(ids, rows)]
+    if out:
+        # Pushed to subscribers only once the transaction that wrote them has committed.
+        conn.info.setdefault("after_commit", []).append(lambda: [fn(org, event) for org, event in out
+                                                                 for fn in listeners])
+    return [event for _, event in out]
 
 
 def recent(conn: sa.Connection, org: str, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:

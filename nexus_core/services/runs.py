@@ -1,4 +1,4 @@
-"""Runs and their attempts: creation, the worker's claim and outcome, history and recovery queries."""
+"""Runs and their attempts: history and recovery queries, re-runs; the hot-path writes live in lifecycle."""
 
 from __future__ import annotations
 
@@ -8,40 +8,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from nexus_core.errors import ConflictError, NotFoundError
-from nexus_core.services import activity, fires
+from nexus_core.services import activity
+from nexus_core.services.lifecycle import claim, create, finish, trigger  # noqa: F401 - the run's writes, re-exported
 from nexus_core.services.workflows import require_approval
 from nexus_core.store.models import attempts_table as T
-from nexus_core.store.models import new_id
 from nexus_core.store.models import runs_table as R
 from nexus_core.store.models import workflows_table as W
-from nexus_core.store.types import UTCDateTime, utcnow
-
-CLAIMABLE = ("queued", "retrying")
-
-# The statements a run passes through on every execution are built once: constructing a SQLAlchemy
-# statement costs several times more than executing it, and these run thousands of times a second.
-_INSERT_RUN = sa.insert(R)
-_CLAIM_RUN = (
-    sa.update(R)
-    .where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"),
-           sa.or_(R.c.status == CLAIMABLE[0], R.c.status == CLAIMABLE[1]))
-    .values(status="running", started_at=sa.bindparam("_now"), worker_id=sa.bindparam("_worker"),
-            next_attempt_at=None)
-    .returning(*R.c)
-)
-_INSERT_ATTEMPT = sa.insert(T)
-_WORKFLOW_BY_ID = sa.select(W).where(W.c.id == sa.bindparam("_id"))
-# Guarded by the attempt so a late outcome of an attempt already given up on changes nothing.
-_FINISH_RUN = sa.update(R).where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"),
-                                 R.c.status == "running")
-# The success counters ride on the same UPDATE as the last run: no extra statement per run.
-_WORKFLOW_LAST_RUN = (
-    sa.update(W).where(W.c.id == sa.bindparam("_id"))
-    .values(last_run_at=sa.bindparam("_at", type_=UTCDateTime), last_run_status=sa.bindparam("_status"),
-            runs_succeeded=W.c.runs_succeeded + sa.bindparam("_ok", type_=sa.Integer),
-            runs_failed=W.c.runs_failed + sa.bindparam("_bad", type_=sa.Integer))
-)
-
+from nexus_core.store.types import utcnow
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
@@ -62,18 +35,6 @@ def public(row: Any) -> dict[str, Any]:
         "finished_at": _iso(m["finished_at"]), "next_attempt_at": _iso(m["next_attempt_at"]),
         "duration_ms": m["duration_ms"], "error": m["error"], "output": m["output"],
     }
-
-
-def create(conn: sa.Connection, wf: dict[str, Any], trigger: str, actor: str,
-           scheduled_for: datetime | None = None) -> dict[str, Any]:
-    """Insert a queued run; the caller enqueues its message only after this commits."""
-    row = {"id": new_id(), "organization_id": wf["organization_id"], "workflow_id": wf["id"],
-           "workflow_name": wf["name"], "trigger": trigger, "triggered_by": actor, "scheduled_for": scheduled_for,
-           "queue": wf["queue"], "status": "queued", "attempt": 1, "max_attempts": wf["retries"] + 1,
-           "created_at": utcnow()}
-    conn.execute(_INSERT_RUN, row)
-    return {**row, "started_at": None, "finished_at": None, "next_attempt_at": None, "duration_ms": None,
-            "error": None, "output": None}
 
 
 def _one(conn: sa.Connection, org: str, run_id: str) -> Any:
@@ -108,76 +69,6 @@ def history(conn: sa.Connection, org: str, workflow_id: str, limit: int = 20) ->
     rows = conn.execute(sa.select(R).where(R.c.organization_id == org, R.c.workflow_id == workflow_id)
                         .order_by(R.c.id.desc()).limit(limit))
     return [public(r) for r in rows]
-
-
-def claim(conn: sa.Connection, run_id: str, attempt: int, worker_id: str) -> dict[str, Any] | None:
-    """Mark an attempt running, if it is still due; None means another delivery owns or finished it."""
-    now = utcnow()
-    claimed = conn.execute(_CLAIM_RUN, {"_id": run_id, "_attempt": attempt, "_now": now,
-                                        "_worker": worker_id}).first()
-    if claimed is None:
-        return None
-    run = claimed._mapping
-    # The attempt's own row is written with its outcome; until then the run row describes it.
-    wf = conn.execute(_WORKFLOW_BY_ID, {"_id": run["workflow_id"]}).first()
-    return {"run": dict(run), "workflow": dict(wf._mapping) if wf else None, "started_at": now}
-
-
-def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "",
-           error: str | None = None, retryable: bool = True, backoff: float = 1.0,
-           release_waiting: bool = False) -> dict[str, Any]:
-    """Record an attempt's outcome; returns the run's new state and, for a retry, when it is due.
-
-    With `release_waiting` (overlap policy `queue`), a final outcome lets the next held fire go:
-    it is returned as `released` (run id, queue) for the caller to send."""
-    now = utcnow()
-    duration = (now - started_at).total_seconds() * 1000
-    attempt = run["attempt"]
-    values: dict[str, Any] = {"duration_ms": duration, "output": output, "error": error}
-    due = None
-    if ok:
-        values.update(status="succeeded", finished_at=now)
-    elif retryable and attempt < run["max_attempts"]:
-        due = now + timedelta(seconds=backoff * 2 ** (attempt - 1))
-        values.update(status="retrying", attempt=attempt + 1, next_attempt_at=due)
-    else:
-        values.update(status="dead" if attempt >= run["max_attempts"] and run["max_attempts"] > 1 else "failed",
-                      finished_at=now)
-    changed = conn.execute(_FINISH_RUN, {"_id": run["id"], "_attempt": attempt, **values}).rowcount
-    if not changed:
-        return {"status": "stale", "due": None}
-    conn.execute(_INSERT_ATTEMPT, {"run_id": run["id"], "organization_id": run["organization_id"], "attempt": attempt,
-                                   "status": "succeeded" if ok else "failed", "worker_id": run.get("worker_id"),
-                                   "started_at": started_at, "finished_at": now, "duration_ms": duration,
-                                   "error": error, "output": output})
-    if values["status"] in ("succeeded", "failed", "dead"):
-        succeeded = values["status"] == "succeeded"
-        conn.execute(_WORKFLOW_LAST_RUN, {"_id": run["workflow_id"], "_at": now, "_status": values["status"],
-                                          "_ok": int(succeeded), "_bad": int(not succeeded)})
-    if values["status"] in ("failed", "dead"):
-        _report_failure(conn, run, values["status"], error or "failed", attempt)
-    elif values["status"] == "retrying":
-        activity.record(conn, run["organization_id"], "worker", "run.retrying", target=run["workflow_name"],
-                        level="warning", data={"run_id": run["id"], "attempt": attempt},
-                        message=f"{run['workflow_name']} attempt {attempt} failed: {_first_line(error)}; "
-                                f"retrying at {due.isoformat(timespec='seconds') if due else '?'}")
-    released = None
-    if release_waiting and values["status"] in ("succeeded", "failed", "dead"):
-        released = fires.release_waiting(conn, run["workflow_id"])
-    return {"status": values["status"], "due": due, "attempt": values.get("attempt", attempt), "released": released}
-
-
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0][:200] if (text or "").strip() else "no error text"
-
-
-def _report_failure(conn: sa.Connection, run: dict[str, Any], status: str, error: str, attempt: int) -> None:
-    what = "is dead after all attempts" if status == "dead" else "failed"
-    title = f"{run['workflow_name']} {what}"
-    body = f"run {run['id']} attempt {attempt}: {_first_line(error)}"
-    activity.record(conn, run["organization_id"], "worker", f"run.{status}", target=run["workflow_name"],
-                    level="error", message=f"{title}: {_first_line(error)}", data={"run_id": run["id"]})
-    activity.notify(conn, run["organization_id"], title, body, workflow_id=run["workflow_id"], run_id=run["id"])
 
 
 def interrupt(conn: sa.Connection, run_id: str, reason: str) -> dict[str, Any] | None:

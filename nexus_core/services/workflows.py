@@ -13,6 +13,7 @@ from nexus_core import schedule
 from nexus_core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from nexus_core.kinds import get_kind
 from nexus_core.services import activity
+from nexus_core.store import fast
 from nexus_core.store.models import MISFIRE_POLICIES, OVERLAP_POLICIES, new_id
 from nexus_core.store.models import runs_table as R
 from nexus_core.store.models import workflows_table as W
@@ -135,14 +136,16 @@ def first_fire(m: dict[str, Any], now: datetime) -> datetime | None:
     return None
 
 
-_BY_NAME = sa.select(W).where(W.c.organization_id == sa.bindparam("_org"), W.c.name == sa.bindparam("_name"))
+# Prepared once: every trigger reads its workflow by name.
+_BY_NAME = fast.Prepared(sa.select(W).where(W.c.organization_id == sa.bindparam("_org"),
+                                            W.c.name == sa.bindparam("_name")))
 
 
 def find(conn: sa.Connection, org: str, name: str) -> dict[str, Any]:
-    row = conn.execute(_BY_NAME, {"_org": org, "_name": name}).first()
+    row = _BY_NAME.first(conn, {"_org": org, "_name": name})
     if row is None:
         raise NotFoundError(f"no workflow named {name!r}; `nexus auto:list` shows them", field="name")
-    return dict(row._mapping)
+    return row
 
 
 def list_all(conn: sa.Connection, org: str, status: str | None = None,

@@ -1,0 +1,282 @@
+"""A run's writes on the hot path: accepted (a trigger), claimed by a worker, its attempt's outcome.
+
+Each is a few statements run thousands of times a second, so they are `fast.Prepared` statements, and
+each is `batched`: the store's writer runs all the claims (or outcomes, or triggers) of one commit in
+one call, reading a workflow once for all of them and writing their attempt rows and the workflow's
+counters once per batch.  A batch does exactly what the single calls, in order, would do.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from nexus_core.errors import NexusError
+from nexus_core.services import activity, fires
+from nexus_core.services import workflows as wf_service
+from nexus_core.store import fast
+from nexus_core.store.models import attempts_table as T
+from nexus_core.store.models import new_id
+from nexus_core.store.models import runs_table as R
+from nexus_core.store.models import workflows_table as W
+from nexus_core.store.types import UTCDateTime, utcnow
+from nexus_core.store.writer import Calls, Failed, batched
+
+CLAIMABLE = ("queued", "retrying")
+FINAL = ("succeeded", "failed", "dead")
+_RUN_KEYS = ("id", "organization_id", "workflow_id", "workflow_name", "trigger", "triggered_by", "scheduled_for",
+             "queue", "status", "attempt", "max_attempts", "created_at")
+_INSERT_RUN = fast.insert(R, _RUN_KEYS)
+_CLAIM_RUN = fast.Prepared(
+    sa.update(R)
+    .where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"),
+           sa.or_(R.c.status == CLAIMABLE[0], R.c.status == CLAIMABLE[1]))
+    .values(status="running", started_at=sa.bindparam("_now"), worker_id=sa.bindparam("_worker"),
+            next_attempt_at=None)
+    # What the worker and the outcome need, not the whole row: every column returned is converted.
+    .returning(R.c.id, R.c.organization_id, R.c.workflow_id, R.c.workflow_name, R.c.trigger, R.c.queue,
+               R.c.attempt, R.c.max_attempts, R.c.created_at, R.c.worker_id))
+_WORKFLOW_BY_ID = fast.Prepared(sa.select(W.c.id, W.c.name, W.c.kind, W.c.payload, W.c.timeout, W.c.backoff,
+                                          W.c.overlap).where(W.c.id == sa.bindparam("_id")))
+# Guarded by the attempt so a late outcome of an attempt already given up on changes nothing.
+_FINISH_RUN = fast.Prepared(
+    sa.update(R).where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"), R.c.status == "running")
+    .values(status=sa.bindparam("_status"), attempt=sa.bindparam("_next"), finished_at=sa.bindparam("_finished"),
+            next_attempt_at=sa.bindparam("_due"), duration_ms=sa.bindparam("_duration"),
+            output=sa.bindparam("_output"), error=sa.bindparam("_error")))
+_ATTEMPT_KEYS = ("run_id", "organization_id", "attempt", "status", "worker_id", "started_at", "finished_at",
+                 "duration_ms", "error", "output")
+_INSERT_ATTEMPT = fast.insert(T, _ATTEMPT_KEYS)
+# The success counters ride on the same UPDATE as the last run: no extra statement per run.
+_WORKFLOW_LAST_RUN = fast.Prepared(
+    sa.update(W).where(W.c.id == sa.bindparam("_id"))
+    .values(last_run_at=sa.bindparam("_at", type_=UTCDateTime), last_run_status=sa.bindparam("_status"),
+            runs_succeeded=W.c.runs_succeeded + sa.bindparam("_ok", type_=sa.Integer),
+            runs_failed=W.c.runs_failed + sa.bindparam("_bad", type_=sa.Integer)))
+
+
+# -- accepted ---------------------------------------------------------------------------------------
+
+
+def create(conn: sa.Connection, wf: dict[str, Any], trigger: str, actor: str,
+           scheduled_for: datetime | None = None) -> dict[str, Any]:
+    """Insert a queued run; the caller enqueues its message only after this commits."""
+    row = _run_row(wf, trigger, actor, scheduled_for)
+    _INSERT_RUN.rowcount(conn, row)
+    return _full(row)
+
+
+def _run_row(wf: dict[str, Any], trigger: str, actor: str, scheduled_for: datetime | None) -> dict[str, Any]:
+    return {"id": new_id(), "organization_id": wf["organization_id"], "workflow_id": wf["id"],
+            "workflow_name": wf["name"], "trigger": trigger, "triggered_by": actor, "scheduled_for": scheduled_for,
+            "queue": wf["queue"], "status": "queued", "attempt": 1, "max_attempts": wf["retries"] + 1,
+            "created_at": utcnow()}
+
+
+def _full(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "started_at": None, "finished_at": None, "next_attempt_at": None, "duration_ms": None,
+            "error": None, "output": None}
+
+
+def _trigger_event(wf: dict[str, Any], run: dict[str, Any], actor: str, approval: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"run_id": run["id"]}
+    message = f"{actor} triggered {wf['name']}"
+    if approval and wf["requires_approval"]:
+        data["approval"] = approval
+        message += f" (approval: {approval})"
+    return {"actor": actor, "action": "workflow.triggered", "target": wf["name"], "message": message, "data": data}
+
+
+def _trigger_many(conn: sa.Connection, calls: Calls) -> list[Any]:
+    found: dict[tuple[str, str], Any] = {}
+    out: list[Any] = []
+    rows: list[dict[str, Any]] = []
+    events: list[tuple[str, dict[str, Any]]] = []
+    for args, kwargs in calls:
+        org_id, name, actor, trig, approval = _trigger_args(*args, **kwargs)
+        try:
+            if (org_id, name) not in found:
+                found[org_id, name] = wf_service.find(conn, org_id, name)
+            wf = found[org_id, name]
+            wf_service.require_approval(wf, approval, f"auto:trigger {name} --yes")
+        except NexusError as exc:  # refused before anything of this call was written
+            out.append(Failed(exc))
+            continue
+        row = _run_row(wf, trig, actor, None)
+        rows.append(row)
+        events.append((org_id, _trigger_event(wf, row, actor, approval)))
+        out.append(_full(row))
+    _INSERT_RUN.many(conn, rows)
+    activity.record_many(conn, events)
+    return out
+
+
+def _trigger_args(org_id: str, name: str, actor: str, trigger: str = "manual",
+                  approval: str | None = None) -> tuple[str, str, str, str, str | None]:
+    return org_id, name, actor, trigger, approval
+
+
+@batched(_trigger_many)
+def trigger(conn: sa.Connection, org_id: str, name: str, actor: str, trigger: str = "manual",
+            approval: str | None = None) -> dict[str, Any]:
+    """A new run of a workflow, made by hand (or a webhook): the run row and its activity event."""
+    return _unwrap(_trigger_many(conn, [((org_id, name, actor, trigger, approval), {})])[0])
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Failed):
+        raise value.exc
+    return value
+
+
+# -- claimed ------------------------------------------------------------------------------------------
+
+
+def _claim_many(conn: sa.Connection, calls: Calls) -> list[Any]:
+    workflows: dict[str, dict[str, Any] | None] = {}
+    out: list[Any] = []
+    for args, kwargs in calls:
+        run_id, attempt, worker_id = _claim_args(*args, **kwargs)
+        now = utcnow()
+        run = _CLAIM_RUN.first(conn, {"_id": run_id, "_attempt": attempt, "_now": now, "_worker": worker_id})
+        if run is None:
+            out.append(None)
+            continue
+        # The attempt's own row is written with its outcome; until then the run row describes it.
+        wf_id = run["workflow_id"]
+        if wf_id not in workflows:
+            workflows[wf_id] = _WORKFLOW_BY_ID.first(conn, {"_id": wf_id})
+        wf = workflows[wf_id]
+        out.append({"run": run, "workflow": dict(wf) if wf else None, "started_at": now})
+    return out
+
+
+def _claim_args(run_id: str, attempt: int, worker_id: str) -> tuple[str, int, str]:
+    return run_id, attempt, worker_id
+
+
+@batched(_claim_many)
+def claim(conn: sa.Connection, run_id: str, attempt: int, worker_id: str) -> dict[str, Any] | None:
+    """Mark an attempt running, if it is still due; None means another delivery owns or finished it."""
+    return _claim_many(conn, [((run_id, attempt, worker_id), {})])[0]
+
+
+# -- finished -----------------------------------------------------------------------------------------
+
+
+class _Outcomes:
+    """Successes of one batch whose attempt rows and workflow counters are written together."""
+
+    def __init__(self) -> None:
+        self.attempts: list[dict[str, Any]] = []
+        self.counters: dict[str, list[Any]] = {}  # workflow id -> [succeeded, failed, last at, last status]
+
+    def flush(self, conn: sa.Connection) -> None:
+        _INSERT_ATTEMPT.many(conn, self.attempts)
+        for wf_id, (ok, bad, at, status) in self.counters.items():
+            _WORKFLOW_LAST_RUN.rowcount(conn, {"_id": wf_id, "_at": at, "_status": status, "_ok": ok, "_bad": bad})
+        self.attempts, self.counters = [], {}
+
+
+def _finish_many(conn: sa.Connection, calls: Calls) -> list[Any]:
+    pending = _Outcomes()
+    out: list[Any] = []
+    for args, kwargs in calls:
+        run, opts = _finish_args(*args, **kwargs)
+        if opts["ok"] and not opts["release_waiting"]:
+            out.append(_succeed(conn, run, opts["started_at"], opts["output"], pending))
+        else:
+            pending.flush(conn)  # so the call below sees what the ones before it wrote, as it would alone
+            out.append(_finish_one(conn, run, **opts))
+    pending.flush(conn)
+    return out
+
+
+def _finish_args(run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "", error: str | None = None,
+                 retryable: bool = True, backoff: float = 1.0,
+                 release_waiting: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    return run, {"ok": ok, "started_at": started_at, "output": output, "error": error, "retryable": retryable,
+                 "backoff": backoff, "release_waiting": release_waiting}
+
+
+def _succeed(conn: sa.Connection, run: dict[str, Any], started_at: datetime, output: str,
+             pending: _Outcomes) -> dict[str, Any]:
+    now = utcnow()
+    duration = (now - started_at).total_seconds() * 1000
+    attempt = run["attempt"]
+    if not _FINISH_RUN.rowcount(conn, {"_id": run["id"], "_attempt": attempt, "_status": "succeeded", "_next": attempt,
+                                       "_finished": now, "_due": None, "_duration": duration, "_output": output,
+                                       "_error": None}):
+        return {"status": "stale", "due": None}
+    pending.attempts.append({"run_id": run["id"], "organization_id": run["organization_id"], "attempt": attempt,
+                             "status": "succeeded", "worker_id": run.get("worker_id"), "started_at": started_at,
+                             "finished_at": now, "duration_ms": duration, "error": None, "output": output})
+    counter = pending.counters.setdefault(run["workflow_id"], [0, 0, now, "succeeded"])
+    counter[0] += 1
+    counter[2], counter[3] = now, "succeeded"
+    return {"status": "succeeded", "due": None, "attempt": attempt, "released": None}
+
+
+def _finish_one(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "",
+                error: str | None = None, retryable: bool = True, backoff: float = 1.0,
+                release_waiting: bool = False) -> dict[str, Any]:
+    now = utcnow()
+    duration = (now - started_at).total_seconds() * 1000
+    attempt = run["attempt"]
+    due, next_attempt, finished = None, attempt, now
+    if ok:
+        status = "succeeded"
+    elif retryable and attempt < run["max_attempts"]:
+        due = now + timedelta(seconds=backoff * 2 ** (attempt - 1))
+        status, next_attempt, finished = "retrying", attempt + 1, None
+    else:
+        status = "dead" if attempt >= run["max_attempts"] and run["max_attempts"] > 1 else "failed"
+    if not _FINISH_RUN.rowcount(conn, {"_id": run["id"], "_attempt": attempt, "_status": status, "_next": next_attempt,
+                                       "_finished": finished, "_due": due, "_duration": duration, "_output": output,
+                                       "_error": error}):
+        return {"status": "stale", "due": None}
+    _INSERT_ATTEMPT.rowcount(conn, {"run_id": run["id"], "organization_id": run["organization_id"], "attempt": attempt,
+                                    "status": "succeeded" if ok else "failed", "worker_id": run.get("worker_id"),
+                                    "started_at": started_at, "finished_at": now, "duration_ms": duration,
+                                    "error": error, "output": output})
+    if status in FINAL:
+        _WORKFLOW_LAST_RUN.rowcount(conn, {"_id": run["workflow_id"], "_at": now, "_status": status,
+                                           "_ok": int(status == "succeeded"), "_bad": int(status != "succeeded")})
+    if status in ("failed", "dead"):
+        _report_failure(conn, run, status, error or "failed", attempt)
+    elif status == "retrying":
+        activity.record(conn, run["organization_id"], "worker", "run.retrying", target=run["workflow_name"],
+                        level="warning", data={"run_id": run["id"], "attempt": attempt},
+                        message=f"{run['workflow_name']} attempt {attempt} failed: {first_line(error)}; "
+                                f"retrying at {due.isoformat(timespec='seconds') if due else '?'}")
+    released = None
+    if release_waiting and status in FINAL:
+        released = fires.release_waiting(conn, run["workflow_id"])
+    return {"status": status, "due": due, "attempt": next_attempt, "released": released}
+
+
+@batched(_finish_many)
+def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "",
+           error: str | None = None, retryable: bool = True, backoff: float = 1.0,
+           release_waiting: bool = False) -> dict[str, Any]:
+    """Record an attempt's outcome; returns the run's new state and, for a retry, when it is due.
+
+    With `release_waiting` (overlap policy `queue`), a final outcome lets the next held fire go:
+    it is returned as `released` (run id, queue) for the caller to send."""
+    return _finish_one(conn, run, ok=ok, started_at=started_at, output=output, error=error, retryable=retryable,
+                       backoff=backoff, release_waiting=release_waiting)
+
+
+def first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0][:200] if (text or "").strip() else "no error text"
+
+
+def _report_failure(conn: sa.Connection, run: dict[str, Any], status: str, error: str, attempt: int) -> None:
+    what = "is dead after all attempts" if status == "dead" else "failed"
+    title = f"{run['workflow_name']} {what}"
+    body = f"run {run['id']} attempt {attempt}: {first_line(error)}"
+    activity.record(conn, run["organization_id"], "worker", f"run.{status}", target=run["workflow_name"],
+                    level="error", message=f"{title}: {first_line(error)}", data={"run_id": run["id"]})
+    activity.notify(conn, run["organization_id"], title, body, workflow_id=run["workflow_id"], run_id=run["id"])
