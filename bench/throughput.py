@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/throughput.py [--runs N] [--connections C] [--window W]
                                          [--database postgresql://postgres@127.0.0.1:5432/test] [--redis URL]
-                                         [--no-bare] [--profile FILE [--profile-gil]]
+                                         [--no-bare] [--profile FILE [--profile-gil | --profile-idle]]
 
 The triggers (`workflows.trigger`) are pipelined over C connections with at most W unanswered on each.
 The clock starts at the first send and stops when the store (read directly, every 50 ms) shows all N
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="py-spy record the daemon into FILE (collapsed stacks)")
     parser.add_argument("--profile-gil", action="store_true",
                         help="with --profile: sample only the thread holding the GIL (py-spy --gil)")
+    parser.add_argument("--profile-idle", action="store_true",
+                        help="with --profile: sample waiting threads too (py-spy --idle), to see what they wait on")
     add_common_args(parser)
     args = parser.parse_args()
 
@@ -93,7 +95,7 @@ def main() -> None:
         base = count_by_status(nx.db()).get("succeeded", 0)
 
         poller = Poller(nx, base + args.runs)
-        spy = PySpy(nx.pid, args.profile, gil=args.profile_gil) if args.profile else None
+        spy = PySpy(nx.pid, args.profile, gil=args.profile_gil, idle=args.profile_idle) if args.profile else None
         redis_pid = nx.redis_pid
         marks: dict[str, float] = {}
 

@@ -1,39 +1,28 @@
-"""Dramatiq's Redis broker with push wake-ups instead of backoff polling, batched sends and presence checks."""
+"""Dramatiq's Redis broker with push wake-ups instead of backoff polling, batched sends and acks, presence checks."""
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any, Iterable
 from uuid import uuid4
 
 import dramatiq
 import redis
 from dramatiq import Message
-from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
-from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.errors import DecodeError
 from dramatiq.middleware import Middleware
+
+from nexus_daemon.consumer import SOCKET_TIMEOUT_S, Acker, NexusConsumer
 
 QUEUES = ("automation", "email", "sync", "report", "webhook")
 
-#: Longest single BLPOP: the consumer must come back at least this often so the fetch that follows
-#: refreshes this process's heartbeat (every dispatch ZADDs it) and the ConsumerThread can see stop().
-MAX_BLOCK_S = 1.0
-#: Redis only checks blocked clients' timeouts every 1/hz s (100 ms by default), so shorter waits
-#: (a delayed message that is nearly due) are slept locally to stay on time.
-MIN_BLOCK_S = 0.15
 #: Tokens only pile up in a wake list while no consumer is blocked on it (a blocked BLPOP takes the
 #: pushed element at once).  A stored token covers the race "fetch found nothing, then a message
 #: arrived before the BLPOP"; a few of them are enough to wake several idle processes after a
 #: burst, and capping the list (LPUSH+LTRIM, one round trip with the enqueue) bounds both memory and
 #: the number of spurious wake-ups (one cheap empty fetch each) after the queue drains.
 MAX_WAKE_TOKENS = 8
-#: Normal commands keep a socket timeout so a dead server is noticed; the blocking connection's
-#: timeout must exceed the longest block (redis-py 8 defaults to 5 s).
-SOCKET_TIMEOUT_S = 5.0
-
 
 #: KEYS = [ack set, queue list, queue's message hash]: what dispatch.lua's maintenance does for one
 #: dead worker's ack set, atomically: ids whose message still exists go back on the queue, the set goes.
@@ -50,6 +39,45 @@ return moved
 """
 
 
+#: KEYS = [namespace]; ARGV = [now ms, broker id, max wake tokens, then queue, redis id, data per message]:
+#: dispatch.lua's "enqueue" (and its heartbeat) for many messages in one command, then the wake-ups,
+#: after the messages so that a woken consumer's fetch finds them.
+ENQUEUE_MANY_LUA = """
+local ns = KEYS[1]
+redis.call("zadd", ns .. ":__heartbeats__", ARGV[1], ARGV[2])
+local counts = {}
+for i = 4, #ARGV, 3 do
+    local queue = ns .. ":" .. ARGV[i]
+    redis.call("hset", queue .. ".msgs", ARGV[i + 1], ARGV[i + 2])
+    redis.call("rpush", queue, ARGV[i + 1])
+    counts[ARGV[i]] = (counts[ARGV[i]] or 0) + 1
+end
+local cap = tonumber(ARGV[3])
+for name, count in pairs(counts) do
+    local key = ns .. ":wake:" .. name
+    for _ = 1, math.min(count, cap) do
+        redis.call("lpush", key, "1")
+    end
+    redis.call("ltrim", key, 0, cap - 1)
+end
+return 0
+"""
+
+#: KEYS = [this consumer's ack set, its queue's message hash, the heartbeats]; ARGV = [now ms, broker id,
+#: redis ids...]: dispatch.lua's "ack" (and its heartbeat) for many messages in one command.
+ACK_MANY_LUA = """
+redis.call("zadd", KEYS[3], ARGV[1], ARGV[2])
+local done = 0
+for i = 3, #ARGV do
+    if redis.call("srem", KEYS[1], ARGV[i]) > 0 then
+        redis.call("hdel", KEYS[2], ARGV[i])
+        done = done + 1
+    end
+end
+return done
+"""
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -62,10 +90,13 @@ class NexusRedisBroker(RedisBroker):
         #: queue -> Redis ids a closed consumer held but could not requeue (Redis was down).
         self.lost: dict[str, set[str]] = {}
         self._requeue_acks = self.client.register_script(REQUEUE_ACKS_LUA)
+        self._ack_many = self.client.register_script(ACK_MANY_LUA)
+        self._enqueue_many = self.client.register_script(ENQUEUE_MANY_LUA)
+        self.acker = Acker(self)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
-        return _NexusConsumer
+        return NexusConsumer
 
     def wake_key(self, queue_name: str) -> str:
         """The list idle consumers of `queue_name` (a queue or a delay queue) BLPOP on."""
@@ -77,7 +108,7 @@ class NexusRedisBroker(RedisBroker):
         return self._send([(message, delay)])[0]
 
     def enqueue_many(self, items: list[tuple[Message[Any], int | None]]) -> None:
-        """Enqueue many (message, delay ms or None) pairs in one pipelined round trip."""
+        """Enqueue many (message, delay ms or None) pairs in one round trip (one script call)."""
         if items:
             self._send(items)
 
@@ -86,28 +117,18 @@ class NexusRedisBroker(RedisBroker):
         # The same hooks, in the same order per message, as RedisBroker.enqueue emits.
         for message, delay in prepared:
             self.emit_before("enqueue", message, delay)
-        wakes: dict[str, int] = {}
+        args: list[Any] = [current_millis(), self.broker_id, MAX_WAKE_TOKENS]
         for message, _ in prepared:
-            wakes[message.queue_name] = wakes.get(message.queue_name, 0) + 1
-        script = self.scripts["dispatch"]
+            args += (message.queue_name, message.options["redis_message_id"], message.encode())
+        script = self._enqueue_many
         for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for message, _ in prepared:
-                args = self._dispatch_args("enqueue", message.queue_name,
-                                           message.options["redis_message_id"], message.encode())
-                # Raw EVALSHA: passing the Script object would make redis-py add a SCRIPT EXISTS round trip.
-                pipe.evalsha(script.sha, 1, self.namespace, *args)
-            for queue_name, count in wakes.items():
-                # The wake-up goes after the enqueue, so a woken consumer's fetch finds the message.
-                key = self.wake_key(queue_name)
-                pipe.lpush(key, *["1"] * min(count, MAX_WAKE_TOKENS))
-                pipe.ltrim(key, 0, MAX_WAKE_TOKENS - 1)
             try:
-                pipe.execute()
+                # Raw EVALSHA: passing the Script object would make redis-py add a SCRIPT EXISTS round trip.
+                self.client.evalsha(script.sha, 1, self.namespace, *args)
                 break
             except redis.exceptions.NoScriptError:
-                # The server lost its script cache (restarted), so none of the EVALSHAs ran and
-                # sending the whole pipeline again cannot enqueue a message twice.
+                # The server lost its script cache (restarted): nothing ran, so sending again cannot
+                # enqueue a message twice.
                 if attempt == 2:
                     raise
                 script.sha = self.client.script_load(script.script)
@@ -126,10 +147,25 @@ class NexusRedisBroker(RedisBroker):
         self.logger.debug("Enqueueing message %r on queue %r.", message.message_id, message.queue_name)
         return message, delay
 
-    def _dispatch_args(self, command: str, queue_name: str, *args: Any) -> list[Any]:
-        # The argument list RedisBroker._dispatch builds for dispatch.lua.
-        return [command, current_millis(), queue_name, self.broker_id, self.heartbeat_timeout,
-                self.dead_message_ttl, self._should_do_maintenance(command), self._max_unpack_size(), *args]
+    def ack_many(self, acks: dict[str, list[str]]) -> None:
+        """Acknowledge messages this broker fetched, queue -> redis ids, in one round trip."""
+        ns, script = self.namespace, self._ack_many
+        calls = [(3, f"{ns}:__acks__.{self.broker_id}.{queue_name}", f"{ns}:{queue_name}.msgs", f"{ns}:__heartbeats__",
+                  current_millis(), self.broker_id, *redis_ids) for queue_name, redis_ids in acks.items()]
+        for attempt in (1, 2):
+            try:
+                if len(calls) == 1:  # the usual case: no pipeline to build
+                    self.client.evalsha(script.sha, *calls[0])
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    for call in calls:
+                        pipe.evalsha(script.sha, *call)
+                    pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:  # acks are idempotent, so sending the batch again is safe
+                    raise
+                script.sha = self.client.script_load(script.script)
 
     def wake(self, queue_name: str) -> None:
         """Push one wake-up token for `queue_name` (after messages reach it other than by enqueue)."""
@@ -204,114 +240,10 @@ class NexusRedisBroker(RedisBroker):
                        "delayed": res[i * 3 + 2]} for i, name in enumerate(names)}
 
     def close(self) -> None:
-        """Close the command connections (each consumer closes its own blocking one)."""
+        """Stop the acker and close the command connections (each consumer closes its own blocking one)."""
+        self.acker.stop()
         self.client.close()
         self.client.connection_pool.disconnect()  # a pool passed in is not closed by close()
-
-
-class _NexusConsumer(_RedisConsumer):
-    """A consumer that waits on a wake list (idle) or on its own acks (full) instead of polling."""
-
-    def __init__(self, broker: NexusRedisBroker, queue_name: str, prefetch: int, timeout: int):
-        super().__init__(broker, queue_name, prefetch, timeout)
-        self.wake_key = broker.wake_key(queue_name)
-        self.room = threading.Event()  # set by ack/nack: a prefetch slot came free
-        self.etas: dict[str, int] = {}  # delay queues: redis id -> eta of each message held in memory
-        self.blocking: redis.Redis | None = None
-
-    def _blocking_client(self) -> redis.Redis:
-        if self.blocking is None:
-            pool = self.broker.client.connection_pool
-            kwargs = {**pool.connection_kwargs, "socket_timeout": MAX_BLOCK_S + SOCKET_TIMEOUT_S}
-            # One connection of its own: a BLPOP must not hold one of the pool's connections that
-            # worker threads need for acks, nor run into the pool's short socket timeout.
-            self.blocking = redis.Redis.from_pool(
-                redis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs))
-        return self.blocking
-
-    def ack(self, message: MessageProxy) -> None:
-        try:
-            super().ack(message)
-        finally:
-            self.etas.pop(message.options.get("redis_message_id"), None)
-            self.room.set()
-
-    def nack(self, message: MessageProxy) -> None:
-        try:
-            super().nack(message)
-        finally:
-            self.etas.pop(message.options.get("redis_message_id"), None)
-            self.room.set()
-
-    def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        messages = list(messages)
-        super().requeue(messages)
-        for message in messages:
-            self.etas.pop(message.options.get("redis_message_id"), None)
-        if messages:
-            # They are back on the list without an enqueue: wake another process's idle consumer.
-            self.broker.wake(self.queue_name)
-
-    def _requeue_ids(self, redis_ids: set[str]) -> None:
-        self.broker.do_requeue(self.queue_name, *redis_ids)
-        self.broker.wake(self.queue_name)
-
-    def __next__(self) -> MessageProxy | None:
-        try:
-            lost = self.broker.lost.get(self.queue_name)
-            if lost:
-                self._requeue_ids(lost)
-                self.broker.lost.pop(self.queue_name, None)
-            while self.message_cache:
-                data = self.message_cache.pop(0)
-                if data is None:  # see RedisConsumer: a fetched id whose data is gone
-                    continue
-                message = Message.decode(data)
-                self.queued_message_ids.add(message.message_id)
-                if isinstance(message.options.get("eta"), (int, float)):
-                    self.etas[message.options["redis_message_id"]] = message.options["eta"]
-                return MessageProxy(message)
-            # Acks go out synchronously from the worker threads in Dramatiq 2.2 (nothing is queued
-            # in this consumer), so there is nothing to flush before waiting.
-            self.room.clear()  # cleared before counting, so an ack racing with the count is not lost
-            room = self.prefetch - self.outstanding_message_count
-            if room <= 0:
-                # Full: new messages could not be taken anyway; wait for a slot, not for Redis.
-                self.room.wait(self._wait_budget())
-                return None
-            self.message_cache = self.broker.do_fetch(self.queue_name, room)
-            if not self.message_cache:
-                wait = self._wait_budget()
-                if wait < MIN_BLOCK_S:
-                    time.sleep(wait)
-                else:
-                    self._blocking_client().blpop([self.wake_key], timeout=wait)
-            # Returning None lets the ConsumerThread move due delayed messages and notice stop().
-            return None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionClosed(exc) from None
-
-    def _wait_budget(self) -> float:
-        wait = min(self.timeout / 1000, MAX_BLOCK_S)
-        etas = list(self.etas.values())
-        if etas:  # a delay queue's consumer also wakes when its earliest held message is due
-            wait = max(0.0, min(wait, (min(etas) - current_millis()) / 1000))
-        return wait
-
-    def close(self) -> None:
-        # Held messages nobody acked or requeued: on a connection error the ConsumerThread drops its
-        # in-memory delay queue, and on stop() the prefetched cache is dropped.  Redis still files
-        # them as fetched by this live process, so maintenance would never hand them out again.
-        held = set(self.etas) | {Message.decode(d).options["redis_message_id"] for d in self.message_cache if d}
-        self.etas, self.message_cache = {}, []
-        if held:
-            try:
-                self._requeue_ids(held)
-            except (redis.ConnectionError, redis.TimeoutError):
-                self.broker.lost.setdefault(self.queue_name, set()).update(held)  # the next consumer retries
-        if self.blocking is not None:
-            self.blocking.close()
-            self.blocking = None
 
 
 def make_broker(url: str, *, namespace: str = "nexus", queues: tuple[str, ...] = QUEUES,
