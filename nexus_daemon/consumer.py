@@ -3,7 +3,7 @@
 Stock Dramatiq costs one Redis round trip per message fetched and one per message acknowledged, both
 paid by the threads that should be running jobs.  Here a consumer refills its prefetch buffer only
 when it has drained to half (one fetch brings many messages), and one acker thread per process sends
-the acks of every worker thread, all that piled up during the previous round trip in the next one.
+the acks of every worker thread, all that came within ACK_LINGER_S, in one round trip.
 A worker still acknowledges a message only after its outcome is written; the ack reaches Redis a
 round trip later, and a message whose ack was lost with a killed process is handed out again and
 changes nothing (its run's claim fails).
@@ -38,6 +38,8 @@ MIN_BLOCK_S = 0.15
 #: Normal commands keep a socket timeout so a dead server is noticed; the blocking connection's
 #: timeout must exceed the longest block (redis-py 8 defaults to 5 s).
 SOCKET_TIMEOUT_S = 5.0
+#: How long the acker lets acks gather after the first one (an ack is already late by a round trip).
+ACK_LINGER_S = 0.01
 #: How long the acker waits before trying again after Redis refused a batch of acks.
 ACK_RETRY_S = 1.0
 _STOP = object()
@@ -81,6 +83,11 @@ class Acker:
         stopping = False
         while not stopping:
             item = self._queue.get()  # idle: blocked here, no CPU
+            if not isinstance(item, threading.Event) and item is not _STOP:
+                # An ack waits a little for the ones right behind it: under load that is one round trip
+                # for dozens instead of for two or three.  Runs do not wait for acks, and a flush
+                # (the consumer closing) is not held back.
+                time.sleep(ACK_LINGER_S)
             while True:
                 if item is _STOP:
                     stopping = True

@@ -18,13 +18,21 @@ import sqlalchemy as sa
 from nexus_core.store.types import UTCDateTime
 
 
+_last: tuple[Any, str] = (None, "")
+
+
 def _sqlite_utc(value: datetime) -> str:
     """UTCDateTime's bind processing on SQLite (UTC wall time, SQLAlchemy's text format) in one step."""
+    global _last
+    last = _last
+    if last[0] is value:  # a write binds the same `now` several times (run row, attempt row, counters)
+        return last[1]
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r} given; Nexus stores only timezone-aware UTC")
-    if value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
-    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+    utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+    text = utc.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+    _last = (value, text)
+    return text
 
 
 def _bind_processor(type_: Any, dialect: sa.Dialect) -> Any:
