@@ -286,10 +286,11 @@ class Daemon:
             self._orgs[name] = await self.store.awrite(write)
         return self._orgs[name]
 
-    def schedule_changed(self) -> None:
-        """A workflow was created, changed, paused, resumed or deleted: the scheduler looks again now."""
+    def schedule_changed(self, ids: list[str] | None = None) -> None:
+        """Workflows were created, changed, paused, resumed or deleted and committed: the scheduler re-reads
+        exactly these (or, without ids, everything changed lately)."""
         if self.scheduler is not None:
-            self.scheduler.changed()
+            self.scheduler.changed(ids)
 
     def _run_finished(self, run_id: str, status: str) -> None:
         if self.dispatcher is not None:

@@ -2,9 +2,12 @@
 
 Nothing here polls the workflows: at start the scheduler reads each scheduled workflow's stored
 `next_fire_at` once (no cron arithmetic, so 100,000 workflows load in seconds), keeps them in a heap,
-and sleeps until the earliest is due.  An RPC that creates, edits, pauses, resumes or deletes a
-workflow calls `changed()`, which wakes the thread to re-read the rows changed since its last look.
-It also does that every RESYNC_SECONDS, to see what another daemon sharing the database changed.
+and sleeps until the earliest is due.  An RPC that creates, edits, pauses, resumes or deletes
+workflows calls `changed(ids)` once its transaction has committed, which wakes the thread to re-read
+exactly those rows.  Every RESYNC_SECONDS it also reads which workflows another daemon sharing the
+database changed: a row's updated_at is stamped when its transaction starts and becomes visible only
+at the commit, up to a long transaction later (a 10,000-workflow apply), so it looks RESYNC_LOOKBACK
+back and re-reads the rows whose stamp it has not seen yet.
 Firing is `nexus_core.services.fires.fire_due` in the store's writer, a chunk of due workflows per
 transaction; a stale heap entry (edited, paused, fired elsewhere) is corrected there, never fired.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +38,12 @@ log = structlog.get_logger("nexus.scheduler")
 MAX_SLEEP_S = 5.0
 #: How often rows changed by someone else (another daemon, `nexus db` tools) are picked up.
 RESYNC_SECONDS = 30.0
-#: Rows whose updated_at is this close before the last look are read again: a change committed a
-#: moment after it was stamped must not slip between two looks.
-RESYNC_OVERLAP = timedelta(seconds=5)
-#: Due fires per write transaction: the first runs start while later chunks are still being written.
-CHUNK = 500
+#: How far before its last look a resync looks: far longer than any write transaction runs, so a change
+#: committed long after it was stamped is still seen.
+RESYNC_LOOKBACK = timedelta(minutes=5)
+#: Due fires per write transaction: a small first one so the first runs start at once, then larger ones.
+#: Each is a transaction of its own in the writer's bulk lane, so workers' claims are taken between them.
+FIRST_CHUNK, CHUNK = 50, 100
 #: A fire counts as due this much early: the sleep's own wake-up jitter, so no extra sleep of ~1 ms.
 EARLY = timedelta(milliseconds=2)
 
@@ -57,6 +61,8 @@ class Scheduler:
         self._next: dict[str, datetime] = {}  # workflow id -> the fire its heap entry stands for
         self._cond = threading.Condition()
         self._dirty = False
+        self._changed: set[str] = set()  # workflow ids to re-read, told by this daemon's RPC handlers
+        self._stamps: dict[str, Any] = {}  # id -> updated_at of the rows changed within RESYNC_LOOKBACK
         self._stopping = False
         self._last_look: datetime | None = None
         self._last_resync = 0.0
@@ -73,10 +79,15 @@ class Scheduler:
         self._thread.start()
         self.ready.set()
 
-    def changed(self) -> None:
-        """A workflow was created, edited, paused, resumed or deleted: look again now."""
+    def changed(self, ids: Iterable[str] | None = None) -> None:
+        """Workflows were created, edited, paused, resumed or deleted (and committed): re-read them now.
+
+        Without ids, everything changed within RESYNC_LOOKBACK is looked at."""
         with self._cond:
-            self._dirty = True
+            if ids is None:
+                self._dirty = True
+            else:
+                self._changed.update(ids)
             self._cond.notify()
 
     def stop(self) -> None:
@@ -116,6 +127,7 @@ class Scheduler:
         look = utcnow()
         with self.store.read() as conn:
             entries = fires.due_entries(conn)
+            self._stamps = fires.stamps_since(conn, look - RESYNC_LOOKBACK)
             # Scheduled workflows without a stored next fire (written before the scheduler existed).
             missing = [dict(r._mapping) for r in conn.execute(
                 sa.select(W.c.id, W.c.cron, W.c.timezone, W.c.run_at).where(
@@ -134,13 +146,25 @@ class Scheduler:
         log.info("schedule loaded", workflows=len(self._next), seconds=round(time.perf_counter() - started, 2),
                  next_fire_at=top[0].isoformat() if top else None)
 
-    def _resync(self) -> None:
-        look = utcnow()
-        since = (self._last_look or look) - RESYNC_OVERLAP
+    def _reload(self, ids: Iterable[str]) -> None:
+        """Re-read these workflows and put what they now say in the heap (nothing for a deleted one)."""
+        wanted = list(ids)
+        if not wanted:
+            return
         with self.store.read() as conn:
-            entries = fires.due_entries(conn, since)
-        for wf_id, status, when in entries:
-            self._set(wf_id, when if status == "active" else None)
+            found = fires.entries_of(conn, wanted)
+        for wf_id, when in found.items():
+            self._set(wf_id, when)
+
+    def _resync(self) -> None:
+        """What other daemons changed: rows stamped within RESYNC_LOOKBACK whose stamp is new to us."""
+        look = utcnow()
+        since = (self._last_look or look) - RESYNC_LOOKBACK
+        with self.store.read() as conn:
+            stamps = fires.stamps_since(conn, since)
+        fresh = [wf_id for wf_id, stamp in stamps.items() if self._stamps.get(wf_id) != stamp]
+        self._stamps = stamps
+        self._reload(fresh)
         self._last_look = look
         self._last_resync = time.monotonic()
 
@@ -152,7 +176,10 @@ class Scheduler:
                 if self._stopping:
                     return
                 dirty, self._dirty = self._dirty, False
+                ids, self._changed = self._changed, set()
             try:
+                if ids:
+                    self._reload(ids)
                 if dirty or time.monotonic() - self._last_resync >= RESYNC_SECONDS:
                     self._resync()
                 if self._fire_due():
@@ -160,6 +187,8 @@ class Scheduler:
             except Exception as exc:  # noqa: BLE001 - a database or Redis outage must not end scheduling
                 log.warning("scheduler pass failed; retrying", error=str(exc))
                 with self._cond:
+                    self._changed.update(ids)  # not read yet: read them on the next pass
+                    self._dirty = self._dirty or dirty
                     self._cond.wait(1.0)
                 continue
             top = self._peek()
@@ -167,7 +196,7 @@ class Scheduler:
             if top is not None:
                 wait = min(wait, max(0.0, (top[0] - utcnow() - EARLY).total_seconds()))
             with self._cond:
-                if not self._dirty and not self._stopping and wait > 0:
+                if not self._dirty and not self._changed and not self._stopping and wait > 0:
                     self._cond.wait(wait)
 
     def _fire_due(self) -> bool:
@@ -182,12 +211,13 @@ class Scheduler:
             due.append((wf_id, when))
         if not due:
             return False
-        for start in range(0, len(due), CHUNK):
-            chunk = due[start:start + CHUNK]
+        starts = [0, *range(FIRST_CHUNK, len(due), CHUNK)] if len(due) > FIRST_CHUNK else [0]
+        for n, start in enumerate(starts):
+            chunk = due[start:starts[n + 1] if n + 1 < len(starts) else len(due)]
             # Due times up to EARLY ahead are fired as of their own time, never before it.
             at = max(utcnow(), max(when for _, when in chunk))
             try:
-                result = self.store.write_urgent(fires.fire_due, chunk, at)
+                result = self.store.write_bulk(fires.fire_due, chunk, at)
             except Exception:
                 for wf_id, when in due[start:]:  # put them back; the loop retries after a pause
                     self._set(wf_id, when)

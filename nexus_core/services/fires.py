@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from nexus_core import schedule
 from nexus_core.services import activity
+from nexus_core.store import fast
 from nexus_core.store.models import ACTIVE_RUN_STATUSES, new_id
 from nexus_core.store.models import runs_table as R
 from nexus_core.store.models import workflows_table as W
@@ -73,17 +74,26 @@ def plan(wf: dict[str, Any], due: datetime, now: datetime) -> Plan:
 
 
 @lru_cache(maxsize=4)
-def _insert_once(dialect: str) -> Any:
+def _insert_once(dialect: str) -> fast.Prepared:
     """INSERT of a run that does nothing when that fire's run exists already."""
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert
-    return insert(R).on_conflict_do_nothing(index_elements=["workflow_id", "scheduled_for"])
+    keys = ("id", "organization_id", "workflow_id", "workflow_name", "trigger", "triggered_by", "scheduled_for",
+            "queue", "status", "attempt", "max_attempts", "created_at", "finished_at", "error")
+    stmt = insert(R).values({k: sa.bindparam(k, type_=R.c[k].type) for k in keys})
+    return fast.Prepared(stmt.on_conflict_do_nothing(index_elements=["workflow_id", "scheduled_for"]))
 
 
-_TAKE_FIRE = (sa.update(W).where(W.c.id == sa.bindparam("_id"), W.c.next_fire_at == sa.bindparam("_due"))
-              .values(next_fire_at=sa.bindparam("_next"), status=sa.bindparam("_status")))
+# Prepared: a mass fire runs these once per workflow, thousands in a second.
+_TAKE_FIRE = fast.Prepared(
+    sa.update(W).where(W.c.id == sa.bindparam("_id"), W.c.next_fire_at == sa.bindparam("_due"))
+    .values(next_fire_at=sa.bindparam("_next"), status=sa.bindparam("_status")))
+_STATE = fast.Prepared(sa.select(W.c.status, W.c.next_fire_at).where(W.c.id == sa.bindparam("_id")))
+#: What planning and making a fire read of a workflow (not its payload or counters).
+_FIRE_COLUMNS = (W.c.id, W.c.organization_id, W.c.name, W.c.queue, W.c.retries, W.c.status, W.c.next_fire_at,
+                 W.c.cron, W.c.timezone, W.c.run_at, W.c.grace, W.c.misfire, W.c.max_catchup, W.c.overlap)
 
 
 @dataclass
@@ -103,10 +113,14 @@ def fire_due(conn: sa.Connection, items: list[tuple[str, datetime]], now: dateti
     busy: set[str] = set()
     for start in range(0, len(ids), 900):
         chunk = ids[start:start + 900]
-        rows.update((r.id, dict(r._mapping)) for r in conn.execute(sa.select(W).where(W.c.id.in_(chunk))))
+        # FOR UPDATE (Postgres): a second daemon firing the same rows waits for this transaction and then
+        # reads the moved next_fire_at, instead of failing the guard below row by row.
+        rows.update((r.id, dict(r._mapping)) for r in conn.execute(
+            sa.select(*_FIRE_COLUMNS).where(W.c.id.in_(chunk)).with_for_update()))
         busy.update(conn.execute(sa.select(R.c.workflow_id).distinct()
                                  .where(R.c.workflow_id.in_(chunk), R.c.status.in_(BUSY_STATUSES))).scalars())
     insert = _insert_once(conn.dialect.name)
+    plans: dict[tuple[Any, ...], Plan] = {}  # many workflows due together share a schedule: plan it once
     for wf_id, due in items:
         wf = rows.get(wf_id)
         if wf is None or wf["status"] != "active" or wf["next_fire_at"] != due:
@@ -114,12 +128,14 @@ def fire_due(conn: sa.Connection, items: list[tuple[str, datetime]], now: dateti
             out.next_fire[wf_id] = wf["next_fire_at"] if wf and wf["status"] == "active" else None
             out.stale += 1
             continue
-        p = plan(wf, due, now)
+        key = (wf["cron"], wf["timezone"], float(wf["grace"]), wf["misfire"], wf["max_catchup"], due)
+        p = plans.get(key)
+        if p is None:
+            p = plans[key] = plan(wf, due, now)
         status = "completed" if p.completed else "active"
-        taken = conn.execute(_TAKE_FIRE, {"_id": wf_id, "_due": due, "_next": p.next_fire_at, "_status": status})
-        if not taken.rowcount:  # another daemon took this fire between our read and our update
-            now_row = conn.execute(sa.select(W.c.status, W.c.next_fire_at).where(W.c.id == wf_id)).first()
-            out.next_fire[wf_id] = now_row.next_fire_at if now_row and now_row.status == "active" else None
+        if not _TAKE_FIRE.rowcount(conn, {"_id": wf_id, "_due": due, "_next": p.next_fire_at, "_status": status}):
+            now_row = _STATE.first(conn, {"_id": wf_id})  # another daemon took it between our read and update
+            out.next_fire[wf_id] = now_row["next_fire_at"] if now_row and now_row["status"] == "active" else None
             out.stale += 1
             continue
         out.next_fire[wf_id] = p.next_fire_at
@@ -132,7 +148,7 @@ def fire_due(conn: sa.Connection, items: list[tuple[str, datetime]], now: dateti
     return out
 
 
-def _make_run(conn: sa.Connection, insert: Any, wf: dict[str, Any], scheduled_for: datetime, trigger: str,
+def _make_run(conn: sa.Connection, insert: fast.Prepared, wf: dict[str, Any], scheduled_for: datetime, trigger: str,
               now: datetime, busy: bool, behind: bool, out: FireResult) -> None:
     """`busy`: a run of the workflow was under way before this pass; `behind`: an earlier fire of this
     same pass (catch-ups and the on-time fire after them) is ahead of this one."""
@@ -148,7 +164,7 @@ def _make_run(conn: sa.Connection, insert: Any, wf: dict[str, Any], scheduled_fo
            "workflow_name": wf["name"], "trigger": trigger, "triggered_by": "scheduler",
            "scheduled_for": scheduled_for, "queue": wf["queue"], "status": status, "attempt": 1,
            "max_attempts": wf["retries"] + 1, "created_at": now, "finished_at": finished, "error": error}
-    if not conn.execute(insert, row).rowcount:
+    if not insert.rowcount(conn, row):
         return  # this fire's run exists already
     out.made += 1
     out.made_runs.append((wf["organization_id"], wf["name"], status))
@@ -199,11 +215,25 @@ def release_waiting(conn: sa.Connection, workflow_id: str) -> tuple[str, str] | 
     return (row.id, row.queue) if row else None
 
 
-def due_entries(conn: sa.Connection, since: datetime | None = None) -> list[tuple[str, str, datetime | None]]:
-    """(id, status, next_fire_at) of scheduled workflows: all of them, or those changed since `since`."""
-    query = sa.select(W.c.id, W.c.status, W.c.next_fire_at)
-    if since is None:
-        query = query.where(W.c.status == "active", W.c.next_fire_at.is_not(None))
-    else:
-        query = query.where(W.c.updated_at >= since)
+def due_entries(conn: sa.Connection) -> list[tuple[str, str, datetime | None]]:
+    """(id, status, next_fire_at) of every scheduled workflow."""
+    query = sa.select(W.c.id, W.c.status, W.c.next_fire_at).where(W.c.status == "active", W.c.next_fire_at.is_not(None))
     return [(r.id, r.status, r.next_fire_at) for r in conn.execute(query)]
+
+
+def entries_of(conn: sa.Connection, ids: list[str]) -> dict[str, datetime | None]:
+    """Workflow id -> its next fire if it is active and scheduled, else None (paused, completed, deleted)."""
+    out: dict[str, datetime | None] = dict.fromkeys(ids)
+    for start in range(0, len(ids), 900):  # older SQLite builds allow only 999 bound values per statement
+        rows = conn.execute(sa.select(W.c.id, W.c.status, W.c.next_fire_at).where(W.c.id.in_(ids[start:start + 900])))
+        out.update((r.id, r.next_fire_at if r.status == "active" else None) for r in rows)
+    return out
+
+
+# As stored, not converted: compared for equality only, and converting 100,000 datetimes costs more than reading them.
+_STAMP = sa.type_coerce(W.c.updated_at, sa.String).label("stamp")
+
+
+def stamps_since(conn: sa.Connection, since: datetime) -> dict[str, Any]:
+    """Workflow id -> its updated_at as stored, for the workflows changed at or after `since`."""
+    return {r.id: r.stamp for r in conn.execute(sa.select(W.c.id, _STAMP).where(W.c.updated_at >= since))}

@@ -11,6 +11,7 @@ from pydantic import Field, StringConstraints
 from nexus_core.errors import InvalidError, NexusError
 from nexus_core.services import runs as run_service
 from nexus_core.services import workflows as wf_service
+from nexus_core.store.types import utcnow
 from nexus_daemon.handlers import Call, Params, method
 
 log = structlog.get_logger("nexus.rpc")
@@ -75,6 +76,12 @@ def _spec(spec: Spec) -> dict[str, Any]:
     return spec.model_dump(exclude_unset=True)
 
 
+def _delete(conn: Any, org: str, actor: str, name: str) -> tuple[str, dict[str, Any]]:
+    """Delete a workflow; its id too, for the scheduler to drop."""
+    wf_id = wf_service.find(conn, org, name)["id"]
+    return wf_id, wf_service.delete(conn, org, actor, name)
+
+
 @method("workflows.list", params=ListParams)
 async def list_workflows(call: Call, p: ListParams) -> list[dict[str, Any]]:
     return await call.daemon.store.aread(wf_service.list_all, call.org_id, p.status, p.names)
@@ -96,7 +103,7 @@ async def create_workflow(call: Call, p: Spec) -> dict[str, Any]:
     values = wf_service.validate_spec(_spec(p), current=None, default_tz=call.daemon.settings.timezone,
                                       role=call.operator.role)
     result = await call.daemon.store.awrite(wf_service.create, call.org_id, call.actor, values)
-    call.daemon.schedule_changed()
+    call.daemon.schedule_changed([result["id"]])
     return result
 
 
@@ -113,28 +120,28 @@ async def update_workflow(call: Call, p: UpdateParams) -> dict[str, Any]:
         return wf_service.update(conn, call.org_id, call.actor, p.name, values)
 
     result = await call.daemon.store.awrite(write)
-    call.daemon.schedule_changed()
+    call.daemon.schedule_changed([result["id"]])
     return result
 
 
 @method("workflows.delete", role="operator", params=NameParams)
 async def delete_workflow(call: Call, p: NameParams) -> dict[str, Any]:
-    result = await call.daemon.store.awrite(wf_service.delete, call.org_id, call.actor, p.name)
-    call.daemon.schedule_changed()
+    wf_id, result = await call.daemon.store.awrite(_delete, call.org_id, call.actor, p.name)
+    call.daemon.schedule_changed([wf_id])
     return result
 
 
 @method("workflows.pause", role="operator", params=NameParams)
 async def pause_workflow(call: Call, p: NameParams) -> dict[str, Any]:
     result = await call.daemon.store.awrite(wf_service.set_status, call.org_id, call.actor, p.name, "paused")
-    call.daemon.schedule_changed()
+    call.daemon.schedule_changed([result["id"]])
     return result
 
 
 @method("workflows.resume", role="operator", params=NameParams)
 async def resume_workflow(call: Call, p: NameParams) -> dict[str, Any]:
     result = await call.daemon.store.awrite(wf_service.set_status, call.org_id, call.actor, p.name, "active")
-    call.daemon.schedule_changed()
+    call.daemon.schedule_changed([result["id"]])
     return result
 
 
@@ -164,6 +171,7 @@ async def apply_workflows(call: Call, p: ApplyParams) -> dict[str, Any]:
     def write(conn: Any) -> dict[str, Any]:
         # Validate every entry before writing any, so a bad file changes nothing.
         planned = []
+        now = utcnow()  # one for the whole file: its schedules are worked out once each
         for i, spec in enumerate(specs):
             if not spec.get("name"):
                 raise InvalidError(f"workflow #{i + 1} has no name", field=f"workflows[{i}].name")
@@ -175,7 +183,7 @@ async def apply_workflows(call: Call, p: ApplyParams) -> dict[str, Any]:
                 values = wf_service.validate_spec(spec if current is None else {k: v for k, v in spec.items()
                                                                                   if k != "name"},
                                                   current=current, default_tz=call.daemon.settings.timezone,
-                                                  role=call.operator.role)
+                                                  role=call.operator.role, now=now)
             except InvalidError as exc:
                 raise InvalidError(f"workflow {spec['name']!r}: {exc.message}",
                                    field=f"{spec['name']}.{exc.field or ''}".rstrip(".")) from None
@@ -183,17 +191,19 @@ async def apply_workflows(call: Call, p: ApplyParams) -> dict[str, Any]:
         out: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
         for name, current, values in planned:
             if current is None:
-                wf_service.create(conn, call.org_id, call.actor, values)
+                changed.append(wf_service.create(conn, call.org_id, call.actor, values, now)["id"])
                 out["created"].append(name)
             elif any(current.get(k) != v for k, v in values.items()):
-                wf_service.update(conn, call.org_id, call.actor, name, values)
+                changed.append(wf_service.update(conn, call.org_id, call.actor, name, values, now)["id"])
                 out["updated"].append(name)
             else:
                 out["unchanged"].append(name)
         return out
 
-    result = await call.daemon.store.awrite(write)
-    call.daemon.schedule_changed()
+    changed: list[str] = []
+    # A long transaction (up to 10,000 workflows): on its own, so workers' claims never wait behind it.
+    result = await call.daemon.store.awrite_bulk(write)
+    call.daemon.schedule_changed(changed)  # exactly these, now that they are committed
     return result
 
 
@@ -212,9 +222,15 @@ async def bulk(call: Call, p: BulkParams) -> dict[str, Any]:
         if p.action == "trigger":  # god mode is the approval
             return await daemon.dispatcher.trigger(org, name, actor, approval="god mode")
         if p.action == "delete":
-            return await daemon.store.awrite(wf_service.delete, org, actor, name)
+            wf_id, result = await daemon.store.awrite(_delete, org, actor, name)
+            changed.append(wf_id)
+            return result
         status = "paused" if p.action == "pause" else "active"
-        return await daemon.store.awrite(wf_service.set_status, org, actor, name, status)
+        result = await daemon.store.awrite(wf_service.set_status, org, actor, name, status)
+        changed.append(result["id"])
+        return result
+
+    changed: list[str] = []
 
     # Concurrently, so the store's writer commits them in shared transactions (each still its own
     # operation: a batch with a failure is redone one write at a time).
@@ -228,6 +244,6 @@ async def bulk(call: Call, p: BulkParams) -> dict[str, Any]:
             failed[name] = "internal error in the daemon; details are in its log"
         else:
             done.append(name)
-    if p.action != "trigger" and done:
-        daemon.schedule_changed()
+    if changed:
+        daemon.schedule_changed(changed)
     return {"action": p.action, "done": done, "failed": failed}
