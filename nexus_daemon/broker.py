@@ -153,6 +153,25 @@ class NexusRedisBroker(RedisBroker):
         self.logger.debug("Enqueueing message %r on queue %r.", message.message_id, message.queue_name)
         return message, delay
 
+    def own_wake_key(self, queue_name: str) -> str:
+        """The wake list only this process's consumer of `queue_name` blocks on, besides the shared one."""
+        return f"{self.wake_key(queue_name)}:{self.broker_id}"
+
+    def wake_consumers(self, queue_names: list[str]) -> None:
+        """Wake this process's consumers of these queues now (they are stopping), wherever they block."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in queue_names:
+            pipe.lpush(self.own_wake_key(name), "1")
+            pipe.ltrim(self.own_wake_key(name), 0, 0)
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # Redis is gone: their blocking calls fail on their own
+
+    def heartbeat(self) -> None:
+        """Tell other processes' Dramatiq maintenance this broker is alive (stock consumers do it with every fetch)."""
+        self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: current_millis()})
+
     def ack_many(self, acks: dict[str, list[str]]) -> None:
         """Acknowledge messages this broker fetched, queue -> redis ids, in one round trip."""
         ns, script = self.namespace, self._ack_many

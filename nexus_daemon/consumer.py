@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("nexus.broker")
 
-#: Longest single BLPOP: the consumer must come back at least this often so the fetch that follows
-#: refreshes this process's heartbeat (every dispatch ZADDs it) and the ConsumerThread can see stop().
-MAX_BLOCK_S = 1.0
+#: Longest single BLPOP of an idle consumer.  Nothing needs it back sooner: the daemon's housekeeping
+#: refreshes the broker's heartbeat (Dramatiq relies on fetches for that), and stop() wakes it through
+#: its own wake list.
+MAX_BLOCK_S = 30.0
 #: Redis only checks blocked clients' timeouts every 1/hz s (100 ms by default), so shorter waits
 #: (a delayed message that is nearly due) are slept locally to stay on time.
 MIN_BLOCK_S = 0.15
@@ -125,6 +126,7 @@ class NexusConsumer(_RedisConsumer):
     def __init__(self, broker: "NexusRedisBroker", queue_name: str, prefetch: int, timeout: int):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.wake_key = broker.wake_key(queue_name)
+        self.own_wake_key = broker.own_wake_key(queue_name)  # only this process pushes there: to stop it
         # Refill when at most this many fetched messages are still unfinished: one fetch then brings many.
         self.low_water = prefetch // 2
         self.room = threading.Event()  # set by ack/nack once the buffer is down to low_water
@@ -197,7 +199,7 @@ class NexusConsumer(_RedisConsumer):
                 if wait < MIN_BLOCK_S:
                     time.sleep(wait)
                 else:
-                    self._blocking_client().blpop([self.wake_key], timeout=wait)
+                    self._blocking_client().blpop([self.wake_key, self.own_wake_key], timeout=wait)
             # Returning None lets the ConsumerThread move due delayed messages and notice stop().
             return None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -223,6 +225,10 @@ class NexusConsumer(_RedisConsumer):
                 self._requeue_ids(held)
             except (redis.ConnectionError, redis.TimeoutError):
                 self.broker.lost.setdefault(self.queue_name, set()).update(held)  # the next consumer retries
+        try:
+            self.broker.client.delete(self.own_wake_key)
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # a leftover token only makes the next consumer of this process look once more
         if self.blocking is not None:
             self.blocking.close()
             self.blocking = None

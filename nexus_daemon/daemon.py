@@ -121,9 +121,9 @@ class Daemon:
         if self.with_workers:
             recovery.heartbeat(self.store, self.worker_id, QUEUES)
             recovery.recover(self.store, self.broker, self.sender, self.worker_id, startup=True)
-            import dramatiq
+            from nexus_daemon.workers import NexusWorker
 
-            self.worker = dramatiq.Worker(self.broker, queues=set(QUEUES), worker_threads=s.worker_threads)
+            self.worker = NexusWorker(self.broker, queues=set(QUEUES), worker_threads=s.worker_threads)
             self.worker.start()
         if self.with_rpc:  # the daemon schedules; `nexus worker` processes only run jobs
             from nexus_daemon.scheduler import Scheduler
@@ -264,6 +264,7 @@ class Daemon:
             try:
                 if self.with_workers and self.store is not None:
                     recovery.heartbeat(self.store, self.worker_id, QUEUES)
+                    self.broker.heartbeat()  # idle consumers do not fetch, so nothing else refreshes it
                 if time.monotonic() - last_sweep >= SWEEP_SECONDS and self.store and self.sender:
                     last_sweep = time.monotonic()
                     recovery.recover(self.store, self.broker, self.sender, self.worker_id, startup=False)
