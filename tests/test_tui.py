@@ -183,6 +183,10 @@ async def test_filter_as_you_type_and_sort(tui_daemon: DaemonProcess) -> None:
         assert [w["name"] for w in table.rows] == ["daily-report", "weekly-report"]
         await pilot.press("space", "p", "a", "u", "s")
         assert [w["name"] for w in table.rows] == ["weekly-report"]
+        await pilot.press("enter")  # keeps the filter and goes back to the table
+        assert table.has_focus and [w["name"] for w in table.rows] == ["weekly-report"]
+        await pilot.press("slash", "backspace", "backspace", "backspace", "backspace", "backspace")
+        assert [w["name"] for w in table.rows] == ["daily-report", "weekly-report"]
         await pilot.press("escape")
         assert len(table.rows) == 3 and table.has_focus
         await pilot.press("S")

@@ -12,11 +12,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Footer, Label, Static
 
 from nexus_core.errors import NexusError
 from nexus_tui.link import LinkState
 from nexus_tui.widgets.feed import ActivityFeed
+from nexus_tui.widgets.filter_field import FilterField
 from nexus_tui.widgets.header import StatusHeader
 from nexus_tui.widgets.line import Line
 from nexus_tui.widgets.system import SystemPanel
@@ -73,13 +74,13 @@ class DashboardScreen(WorkflowActions, Screen[None]):
         with Horizontal(id="body"):
             with Vertical(id="left"):
                 yield Line("Workflows", id="workflows-title", classes="panel-title")
-                yield Input(placeholder="filter: name, kind or status", id="workflow-filter", classes="filter")
+                yield FilterField("filter: name, kind or status", id="workflow-filter", classes="filter")
                 yield WorkflowTable(self.app.now, id="workflows")  # type: ignore[attr-defined]
             with Vertical(id="right"):
                 yield Line("System", id="system-title", classes="panel-title")
                 yield SystemPanel(id="system")
                 yield Label("Activity", id="activity-title", classes="panel-title")
-                yield Input(placeholder="filter the feed", id="feed-filter", classes="filter")
+                yield FilterField("filter the feed", id="feed-filter", classes="filter")
                 yield ActivityFeed(id="feed")
                 yield Static("", id="debug")
         yield Footer()
@@ -269,25 +270,24 @@ class DashboardScreen(WorkflowActions, Screen[None]):
 
     def action_filter(self) -> None:
         target = "#feed-filter" if self.focused is self.feed else "#workflow-filter"
-        field = self.query_one(target, Input)
+        field = self.query_one(target, FilterField)
         field.display = True
         field.focus()
 
-    @on(Input.Changed, ".filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "workflow-filter":
+    @on(FilterField.Changed, ".filter")
+    def _filter_changed(self, event: FilterField.Changed) -> None:
+        if isinstance(event, FilterField.Submitted):
+            (self.table if event.field.id == "workflow-filter" else self.feed).focus()
+            return
+        if event.field.id == "workflow-filter":
             self.table.set_filter(event.value)
             self._workflows_changed(names=False)
         else:
             self.feed.set_filter(event.value)
 
-    @on(Input.Submitted, ".filter")
-    def _filter_done(self, event: Input.Submitted) -> None:
-        (self.table if event.input.id == "workflow-filter" else self.feed).focus()
-
     def key_escape(self) -> None:
         focused = self.focused
-        if isinstance(focused, Input) and focused.has_class("filter"):
+        if isinstance(focused, FilterField):
             focused.value = ""
             focused.display = False
             (self.table if focused.id == "workflow-filter" else self.feed).focus()
