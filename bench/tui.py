@@ -47,20 +47,23 @@ from nexus_tui.app import NexusApp
 
 async def main(sock, expected):
     app = NexusApp(Path(sock), history_path=Path(sock).parent / "bench-history", blink=False)
+    out = {}
     async with app.run_test(size=(120, 36)) as pilot:
-        while True:
+        while "all" not in out:
             s = app.screen
             try:
-                table = s.query_one("WorkflowTable")
-                ready = (len(table.rows) >= expected and s.query_one("ActivityFeed").rows
-                         and s._health is not None and s._rate is not None)
+                rows = len(s.query_one("WorkflowTable").rows)
+                rest = s.query_one("ActivityFeed").rows and s._health is not None and s._rate is not None
             except Exception:
-                ready = False
-            if ready:
-                break
+                rows, rest = 0, False
+            if rest and "screen" not in out and rows >= min(expected, 30):
+                await pilot.pause()
+                out["screen"] = time.time()
+            if rest and rows >= expected:
+                await pilot.pause()
+                out["all"] = time.time()
             await asyncio.sleep(0.002)
-        await pilot.pause()
-        print(json.dumps({"painted": time.time()}), flush=True)
+        print(json.dumps(out), flush=True)
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
@@ -123,7 +126,8 @@ def populate(nx: BenchDaemon, workflows: int, runs: int) -> None:
     print(f"  wrote {made} run rows in {time.monotonic() - t:.1f} s", flush=True)
 
 
-def first_paint(nx: BenchDaemon, expected: int, launches: int) -> list[float]:
+def first_paint(nx: BenchDaemon, expected: int, launches: int) -> list[tuple[float, float]]:
+    """(first full screen, every workflow loaded) in seconds from spawning the TUI's process, per launch."""
     out = []
     for _ in range(launches + 1):  # the first launch warms the file cache; it is not counted
         t0 = time.time()
@@ -131,7 +135,8 @@ def first_paint(nx: BenchDaemon, expected: int, launches: int) -> list[float]:
                               text=True, timeout=120)
         if done.returncode != 0:
             raise SystemExit(f"the TUI failed:\n{done.stderr[-3000:]}")
-        out.append(json.loads(done.stdout.strip().splitlines()[-1])["painted"] - t0)
+        marks = json.loads(done.stdout.strip().splitlines()[-1])
+        out.append((marks["screen"] - t0, marks["all"] - t0))
     return out[1:]
 
 
@@ -225,14 +230,19 @@ def main() -> None:
         paints = first_paint(nx, args.workflows, args.launches)
         res = asyncio.run(in_process(nx, args.workflows, args.flood_seconds))
 
-    p50 = statistics.median(paints)
+    p50 = statistics.median(p for p, _ in paints)
+    all50 = statistics.median(a for _, a in paints)
     keys_ms = [t * 1000 for t in res["keys"]]  # type: ignore[union-attr]
-    print(f"\nfirst paint (spawn → complete dashboard, 120x36): median {p50:.2f} s, "
-          f"min {min(paints):.2f}, max {max(paints):.2f} over {len(paints)} launches")
+    print(f"\nfirst paint (spawn → a full screen of the dashboard drawn: workflows, feed, health, run rate; "
+          f"120x36): median {p50:.2f} s, min {min(p for p, _ in paints):.2f}, max {max(p for p, _ in paints):.2f} "
+          f"over {len(paints)} launches")
+    print(f"  every one of the {args.workflows} workflows in the table (filterable): median {all50:.2f} s")
     print(f"filter as you type ({len(keys_ms)} keystrokes, rows shown {res['shown']}): "
           f"p50 {percentile(keys_ms, 50):.1f} ms, p99 {percentile(keys_ms, 99):.1f} ms, max {max(keys_ms):.1f} ms")
     handled = [a * 1000 for a, _ in res["parts"]]  # type: ignore[union-attr]
     drawn = [b * 1000 for _, b in res["parts"]]  # type: ignore[union-attr]
+    print("  per keystroke (ms): " + ", ".join(f"{k}={t:.0f}" for k, t in zip(["b", "g", "-", "0", "0", "4", "2"] +
+                                                                       ["⌫"] * 7, keys_ms)))
     print(f"  of which key → table filtered p50 {percentile(handled, 50):.1f} ms, filtered → frame drawn "
           f"p50 {percentile(drawn, 50):.1f} ms")
     wall = float(res["flood_wall"])  # type: ignore[arg-type]

@@ -178,8 +178,9 @@ def find(conn: sa.Connection, org: str, name: str) -> dict[str, Any]:
 
 
 def list_all(conn: sa.Connection, org: str, status: str | None = None,
-             names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Workflows by name, all or those with a status; with `names`, only those (unknown names are left out)."""
+             names: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Workflows by name, all or those with a status; with `names`, only those (unknown names are left out);
+    with `limit`, the first that many by name."""
     query = sa.select(W).where(W.c.organization_id == org)
     if status == "scheduled":
         query = query.where(W.c.status == "active", sa.or_(W.c.cron.is_not(None), W.c.run_at.is_not(None)))
@@ -190,7 +191,7 @@ def list_all(conn: sa.Connection, org: str, status: str | None = None,
         # In chunks: older SQLite builds allow only 999 bound values per statement.
         queries = [query.where(W.c.name.in_(wanted[i:i + 900])) for i in range(0, len(wanted), 900)]
     else:
-        queries = [query]
+        queries = [query.limit(limit) if limit else query]
     masks: dict[str, tuple[str, ...]] = {}
     out = []
     for q in queries:

@@ -22,6 +22,7 @@ NameText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 class ListParams(Params):
     status: Literal["active", "paused", "error", "completed", "scheduled"] | None = None
     names: list[NameText] | None = Field(default=None, max_length=10_000)
+    limit: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class NameParams(Params):
@@ -84,7 +85,7 @@ def _delete(conn: Any, org: str, actor: str, name: str) -> tuple[str, dict[str, 
 
 @method("workflows.list", params=ListParams)
 async def list_workflows(call: Call, p: ListParams) -> list[dict[str, Any]]:
-    return await call.daemon.store.aread(wf_service.list_all, call.org_id, p.status, p.names)
+    return await call.daemon.store.aread(wf_service.list_all, call.org_id, p.status, p.names, p.limit)
 
 
 @method("workflows.get", params=NameParams)

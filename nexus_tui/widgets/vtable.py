@@ -87,8 +87,9 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         self.sort_key: str | None = None
         self.sort_reverse = False
         self._widths: list[int] = []
-        # (key, id(row), width, cursor, selected) -> (row, strip); the row is kept so its id is not reused.
-        self._cache: dict[tuple[Any, int, int, bool, bool], tuple[Row, Strip]] = {}
+        # (key, id(row), width, cursor, selected, scroll x) -> (row, strip); the row is kept so its id is not
+        # reused while the entry lives.
+        self._cache: dict[tuple[Any, int, int, bool, bool, int], tuple[Row, Strip]] = {}
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -107,13 +108,17 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
                     break
         self.set_reactive(VirtualTable.cursor, max(0, min(self.cursor, len(self.rows) - 1)))
         self._update_size()
-        self.refresh()
+        self.repaint()
         self._scroll_to_cursor()
+
+    def repaint(self) -> None:
+        """Draw the lines again, not the scrollbars (which change only with the number of rows)."""
+        self.refresh(self.size.region)
 
     def invalidate(self) -> None:
         """Cells changed in place (e.g. `now` moved on): draw again."""
         self._cache.clear()
-        self.refresh()
+        self.repaint()
 
     @property
     def current(self) -> Row | None:
@@ -131,12 +136,12 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         if key is None:
             return
         self.selected.symmetric_difference_update({key})
-        self.refresh()
+        self.repaint()
 
     def clear_selection(self) -> None:
         if self.selected:
             self.selected.clear()
-            self.refresh()
+            self.repaint()
 
     # -- geometry -------------------------------------------------------------------------------
 
@@ -156,7 +161,17 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         width = self.scrollable_content_region.width or self.size.width or 80
         self._widths = self._layout(width)
         total = sum(self._widths) + len(self._widths) - 1
-        self.virtual_size = Size(total, len(self.rows) + self.header_height)
+        new = Size(total, len(self.rows) + self.header_height)
+        old = self.virtual_size
+        height = self.size.height
+        if new.width == old.width and new != old and height and (old.height > height) == (new.height > height):
+            # Only the number of rows changed and the scrollbar stays (or stays away): update it in place.
+            # Assigning virtual_size re-lays out the whole screen, the larger part of a filter keystroke.
+            self.set_reactive(VirtualTable.virtual_size, new)
+            self._scroll_update(new)
+            self.repaint()
+        else:
+            self.virtual_size = new
 
     def on_resize(self, event: events.Resize) -> None:
         self._cache.clear()
@@ -209,20 +224,20 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         key = self._key(row)
         is_cursor = self.show_cursor and index == self.cursor and self.has_focus_within_screen
         is_selected = key in self.selected
-        cache_key = (key, id(row), width, is_cursor, is_selected)
+        cache_key = (key, id(row), width, is_cursor, is_selected, scroll_x)
         hit = self._cache.get(cache_key)
-        strip = hit[1] if hit is not None else None
-        if strip is None:
-            style = base
-            if is_selected:
-                style = style + self.get_component_rich_style("vtable--selected")
-            if is_cursor:
-                style = style + self.get_component_rich_style("vtable--cursor")
-            strip = self._line(self._cells(row), style)
-            if len(self._cache) > 2000:
-                self._cache.clear()
-            self._cache[cache_key] = (row, strip)
-        return strip.crop_extend(scroll_x, scroll_x + width, base)
+        if hit is not None:
+            return hit[1]  # the very Strip drawn before: Textual then reuses what it made of it
+        style = base
+        if is_selected:
+            style = style + self.get_component_rich_style("vtable--selected")
+        if is_cursor:
+            style = style + self.get_component_rich_style("vtable--cursor")
+        strip = self._line(self._cells(row), style).simplify().crop_extend(scroll_x, scroll_x + width, base)
+        if len(self._cache) > 2000:
+            self._cache.clear()
+        self._cache[cache_key] = (row, strip)
+        return strip
 
     @property
     def has_focus_within_screen(self) -> bool:
@@ -230,15 +245,15 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         return self.has_focus or self.screen.focused is None or not self.screen.focused.can_focus
 
     def on_focus(self) -> None:
-        self.refresh()
+        self.repaint()
 
     def on_blur(self) -> None:
-        self.refresh()
+        self.repaint()
 
     # -- moving ---------------------------------------------------------------------------------
 
     def watch_cursor(self, old: int, new: int) -> None:
-        self.refresh()
+        self.repaint()
         self._scroll_to_cursor()
         if old != new or new == 0:
             self.post_message(self.Highlighted(self, self.current))
@@ -303,7 +318,7 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         else:
             self.sort_key, self.sort_reverse = key, False
         self._cache.clear()
-        self.refresh()
+        self.repaint()
         self.post_message(self.SortChanged(self))
 
     def next_sort(self) -> None:
@@ -313,5 +328,5 @@ class VirtualTable(ScrollView, Generic[Row], can_focus=True):
         at = keys.index(self.sort_key) if self.sort_key in keys else -1
         self.sort_key, self.sort_reverse = keys[(at + 1) % len(keys)], False
         self._cache.clear()
-        self.refresh()
+        self.repaint()
         self.post_message(self.SortChanged(self))

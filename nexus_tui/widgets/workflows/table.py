@@ -142,7 +142,7 @@ class WorkflowTable(VirtualTable[Workflow]):
         self.columns = [COLUMNS[k] for k in ORDER if k in keep]
         self._cache.clear()
         self._update_size()
-        self.refresh()
+        self.repaint()
 
     # -- cells ----------------------------------------------------------------------------------
 
