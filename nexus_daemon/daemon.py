@@ -106,7 +106,13 @@ class Daemon:
                 log.info("database migrated", url=redact_url(self.store.url))
         except sa.exc.OperationalError as exc:
             raise UnavailableError(f"database {redact_url(self.store.url)} is unreachable: {exc.orig}") from None
+        from nexus_core.services import fires
+        from nexus_core.store import fast
         from nexus_daemon.broker import make_broker
+
+        with self.store.read() as conn:
+            fires.run_insert(conn.dialect.name)  # built per dialect on first use
+            fast.prepare_all(conn)  # compiled now, not during the first runs
 
         self.broker = make_broker(self.redis_url, namespace=s.redis_namespace, queues=QUEUES,
                                   broker_id=self.worker_id)
@@ -118,6 +124,12 @@ class Daemon:
         self.executor = Executor(self.store, self.sender.enqueue, self.worker_id,
                                  on_finished=self._run_finished, on_change=on_change, metrics=self.metrics)
         self.executor.register(self.broker)
+        if self.with_rpc:
+            # Imported before the workers and the scheduler start: importing them beside the first runs
+            # took the GIL for ~0.1 s, enough for a per-second schedule's next fire to find its run still busy.
+            from nexus_daemon import handlers, rpc_server  # noqa: F401
+
+            handlers.load_all()
         if self.with_workers:
             recovery.heartbeat(self.store, self.worker_id, QUEUES)
             recovery.recover(self.store, self.broker, self.sender, self.worker_id, startup=True)

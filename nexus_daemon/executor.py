@@ -83,8 +83,7 @@ class Executor:
             bound.exception("kind raised unexpectedly")
             error = f"{type(exc).__name__}: {exc}"
         outcome = self.store.write_urgent(run_service.finish, run, ok=ok, started_at=claimed["started_at"], output=output,
-                                          error=error, retryable=retryable, backoff=float(wf["backoff"]) if wf else 1.0,
-                                          release_waiting=bool(wf and (wf["overlap"] == "queue" or run["trigger"] == "catchup")))
+                                          error=error, retryable=retryable, backoff=float(wf["backoff"]) if wf else 1.0)
         if self.metrics:
             self.metrics.observe("run.duration", time.perf_counter() - started)
             self.metrics.incr(f"runs.{outcome['status']}")
@@ -97,7 +96,7 @@ class Executor:
             bound.info("attempt failed, retrying", error=error, delay_s=round(delay, 3))
         elif not ok:
             bound.warning("run failed", status=outcome["status"], error=error)
-        if outcome.get("released"):  # overlap policy queue: the fire held behind this run may go now
+        if outcome.get("released"):  # a fire held behind this run (overlap policy queue, fires made together) may go
             released_id, released_queue = outcome["released"]
             self.enqueue(released_id, 1, released_queue, 0.0)
         if self.on_finished and outcome["status"] != "retrying":

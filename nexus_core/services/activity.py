@@ -54,8 +54,10 @@ def record_many(conn: sa.Connection, events: list[tuple[str, dict[str, Any]]]) -
         _INSERT_EVENT.many(conn, rows)
         last = int(conn.connection.dbapi_connection.execute("SELECT last_insert_rowid()").fetchone()[0])  # type: ignore[union-attr]
         ids = list(range(last - len(rows) + 1, last + 1))
-    else:
+    elif conn.dialect.name == "sqlite":
         ids = [_INSERT_EVENT.insert_id(conn, row) for row in rows]
+    else:  # INSERT … RETURNING id, all of them in one round trip
+        ids = [int(found[0]["id"]) for found in _INSERT_EVENT.rows_each(conn, rows)]
     out = [(row.pop("organization_id"), {"id": event_id, **row, "at": row["at"].isoformat()})
            for event_id, row in zip(ids, rows)]
     if out:

@@ -18,6 +18,7 @@ Policies (documented in the README):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -74,7 +75,7 @@ def plan(wf: dict[str, Any], due: datetime, now: datetime) -> Plan:
 
 
 @lru_cache(maxsize=4)
-def _insert_once(dialect: str) -> fast.Prepared:
+def run_insert(dialect: str) -> fast.Prepared:
     """INSERT of a run that does nothing when that fire's run exists already."""
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
@@ -119,7 +120,7 @@ def fire_due(conn: sa.Connection, items: list[tuple[str, datetime]], now: dateti
             sa.select(*_FIRE_COLUMNS).where(W.c.id.in_(chunk)).with_for_update()))
         busy.update(conn.execute(sa.select(R.c.workflow_id).distinct()
                                  .where(R.c.workflow_id.in_(chunk), R.c.status.in_(BUSY_STATUSES))).scalars())
-    insert = _insert_once(conn.dialect.name)
+    insert = run_insert(conn.dialect.name)
     plans: dict[tuple[Any, ...], Plan] = {}  # many workflows due together share a schedule: plan it once
     for wf_id, due in items:
         wf = rows.get(wf_id)
@@ -237,3 +238,28 @@ _STAMP = sa.type_coerce(W.c.updated_at, sa.String).label("stamp")
 def stamps_since(conn: sa.Connection, since: datetime) -> dict[str, Any]:
     """Workflow id -> its updated_at as stored, for the workflows changed at or after `since`."""
     return {r.id: r.stamp for r in conn.execute(sa.select(W.c.id, _STAMP).where(W.c.updated_at >= since))}
+
+
+# An apply of 10,000 workflows shares a handful of schedules and one `now`: each is worked out once.
+@lru_cache(maxsize=4096)
+def next_fire_once(cron: str, now: datetime, tz: str) -> datetime | None:
+    """schedule.next_fire, remembered for the same arguments."""
+    return schedule.next_fire(cron, now, tz)
+
+
+_VALIDATED: dict[tuple[str, str], tuple[float, str]] = {}
+#: A cron expression checked this recently is not checked again ("never fires" is a yearly pattern's
+#: property, not the minute's).
+VALIDATED_FOR_S = 60.0
+
+
+def validate_cron_once(expr: str, tz: str, now: datetime) -> str:
+    """schedule.validate_cron, not repeated for an expression checked within VALIDATED_FOR_S."""
+    hit = _VALIDATED.get((expr, tz))
+    if hit is not None and time.monotonic() - hit[0] < VALIDATED_FOR_S:
+        return hit[1]
+    normal = schedule.validate_cron(expr, tz, now)
+    if len(_VALIDATED) > 4096:
+        _VALIDATED.clear()
+    _VALIDATED[expr, tz] = (time.monotonic(), normal)
+    return normal

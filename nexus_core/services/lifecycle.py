@@ -38,17 +38,22 @@ _CLAIM_RUN = fast.Prepared(
     # What the worker and the outcome need, not the whole row: every column returned is converted.
     .returning(R.c.id, R.c.organization_id, R.c.workflow_id, R.c.workflow_name, R.c.trigger, R.c.queue,
                R.c.attempt, R.c.max_attempts, R.c.created_at, R.c.worker_id))
-_WORKFLOW_BY_ID = fast.Prepared(sa.select(W.c.id, W.c.name, W.c.kind, W.c.payload, W.c.timeout, W.c.backoff,
-                                          W.c.overlap).where(W.c.id == sa.bindparam("_id")))
+_WORKFLOW_BY_ID = fast.Prepared(sa.select(W.c.id, W.c.name, W.c.kind, W.c.payload, W.c.timeout, W.c.backoff)
+                                .where(W.c.id == sa.bindparam("_id")))
 # Guarded by the attempt so a late outcome of an attempt already given up on changes nothing.
 _FINISH_RUN = fast.Prepared(
     sa.update(R).where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"), R.c.status == "running")
     .values(status=sa.bindparam("_status"), attempt=sa.bindparam("_next"), finished_at=sa.bindparam("_finished"),
             next_attempt_at=sa.bindparam("_due"), duration_ms=sa.bindparam("_duration"),
-            output=sa.bindparam("_output"), error=sa.bindparam("_error")))
+            output=sa.bindparam("_output"), error=sa.bindparam("_error"))
+    .returning(R.c.id))  # which of a batch's guarded updates changed their row
 _ATTEMPT_KEYS = ("run_id", "organization_id", "attempt", "status", "worker_id", "started_at", "finished_at",
                  "duration_ms", "error", "output")
 _INSERT_ATTEMPT = fast.insert(T, _ATTEMPT_KEYS)
+# Served by the partial index ix_runs_waiting, which holds only held-back fires.
+# (the status is written into the statement: a planner matches a partial index's condition only on literals).
+_HAS_WAITING = fast.Prepared(sa.select(R.c.id).where(R.c.workflow_id == sa.bindparam("_wf"),
+                                                     R.c.status == sa.literal_column("'waiting'")).limit(1))
 # The success counters ride on the same UPDATE as the last run: no extra statement per run.
 _WORKFLOW_LAST_RUN = fast.Prepared(
     sa.update(W).where(W.c.id == sa.bindparam("_id"))
@@ -137,13 +142,15 @@ def _unwrap(value: Any) -> Any:
 def _claim_many(conn: sa.Connection, calls: Calls) -> list[Any]:
     workflows: dict[str, dict[str, Any] | None] = {}
     out: list[Any] = []
+    params = []
     for args, kwargs in calls:
         run_id, attempt, worker_id = _claim_args(*args, **kwargs)
-        now = utcnow()
-        run = _CLAIM_RUN.first(conn, {"_id": run_id, "_attempt": attempt, "_now": now, "_worker": worker_id})
-        if run is None:
+        params.append({"_id": run_id, "_attempt": attempt, "_now": utcnow(), "_worker": worker_id})
+    for values, found in zip(params, _CLAIM_RUN.rows_each(conn, params)):
+        if not found:
             out.append(None)
             continue
+        run, now = found[0], values["_now"]
         # The attempt's own row is written with its outcome; until then the run row describes it.
         wf_id = run["workflow_id"]
         if wf_id not in workflows:
@@ -167,17 +174,48 @@ def claim(conn: sa.Connection, run_id: str, attempt: int, worker_id: str) -> dic
 
 
 class _Outcomes:
-    """Successes of one batch whose attempt rows and workflow counters are written together."""
+    """Successes of one batch: their guarded updates, attempt rows, workflow counters and held fires, together."""
 
     def __init__(self) -> None:
-        self.attempts: list[dict[str, Any]] = []
-        self.counters: dict[str, list[Any]] = {}  # workflow id -> [succeeded, failed, last at, last status]
+        self.calls: list[tuple[dict[str, Any], datetime, str, dict[str, Any]]] = []  # run, started, output, outcome
+
+    def add(self, run: dict[str, Any], started_at: datetime, output: str) -> dict[str, Any]:
+        outcome: dict[str, Any] = {"status": "stale", "due": None}  # filled in by flush()
+        self.calls.append((run, started_at, output, outcome))
+        return outcome
 
     def flush(self, conn: sa.Connection) -> None:
-        _INSERT_ATTEMPT.many(conn, self.attempts)
-        for wf_id, (ok, bad, at, status) in self.counters.items():
-            _WORKFLOW_LAST_RUN.rowcount(conn, {"_id": wf_id, "_at": at, "_status": status, "_ok": ok, "_bad": bad})
-        self.attempts, self.counters = [], {}
+        if not self.calls:
+            return
+        params, attempts = [], []
+        counters: dict[str, list[Any]] = {}  # workflow id -> [succeeded, last at]
+        last: dict[str, dict[str, Any]] = {}  # workflow id -> the outcome of its last success here
+        for run, started_at, output, _ in self.calls:
+            now = utcnow()
+            params.append({"_id": run["id"], "_attempt": run["attempt"], "_status": "succeeded", "_next": run["attempt"],
+                           "_finished": now, "_due": None, "_duration": (now - started_at).total_seconds() * 1000,
+                           "_output": output, "_error": None})
+        for (run, started_at, output, outcome), values, changed in zip(
+                self.calls, params, _FINISH_RUN.rows_each(conn, params)):
+            if not changed:
+                continue  # a late outcome of an attempt already given up on: changes nothing
+            attempts.append({"run_id": run["id"], "organization_id": run["organization_id"], "attempt": run["attempt"],
+                             "status": "succeeded", "worker_id": run.get("worker_id"), "started_at": started_at,
+                             "finished_at": values["_finished"], "duration_ms": values["_duration"], "error": None,
+                             "output": output})
+            counter = counters.setdefault(run["workflow_id"], [0, None])
+            counter[0] += 1
+            counter[1] = values["_finished"]
+            outcome.update(status="succeeded", attempt=run["attempt"], released=None)
+            last[run["workflow_id"]] = outcome
+        _INSERT_ATTEMPT.many(conn, attempts)
+        for wf_id, (ok, at) in counters.items():
+            _WORKFLOW_LAST_RUN.rowcount(conn, {"_id": wf_id, "_at": at, "_status": "succeeded", "_ok": ok, "_bad": 0})
+        for wf_id, outcome in last.items():
+            # Once for the workflow after all its outcomes: releasing after each would free the same one
+            # fire (the one released is under way, so the next release finds a run active).
+            outcome["released"] = _release(conn, wf_id)
+        self.calls = []
 
 
 def _finish_many(conn: sa.Connection, calls: Calls) -> list[Any]:
@@ -185,8 +223,8 @@ def _finish_many(conn: sa.Connection, calls: Calls) -> list[Any]:
     out: list[Any] = []
     for args, kwargs in calls:
         run, opts = _finish_args(*args, **kwargs)
-        if opts["ok"] and not opts["release_waiting"]:
-            out.append(_succeed(conn, run, opts["started_at"], opts["output"], pending))
+        if opts["ok"]:
+            out.append(pending.add(run, opts["started_at"], opts["output"]))
         else:
             pending.flush(conn)  # so the call below sees what the ones before it wrote, as it would alone
             out.append(_finish_one(conn, run, **opts))
@@ -195,33 +233,20 @@ def _finish_many(conn: sa.Connection, calls: Calls) -> list[Any]:
 
 
 def _finish_args(run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "", error: str | None = None,
-                 retryable: bool = True, backoff: float = 1.0,
-                 release_waiting: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+                 retryable: bool = True, backoff: float = 1.0) -> tuple[dict[str, Any], dict[str, Any]]:
     return run, {"ok": ok, "started_at": started_at, "output": output, "error": error, "retryable": retryable,
-                 "backoff": backoff, "release_waiting": release_waiting}
+                 "backoff": backoff}
 
 
-def _succeed(conn: sa.Connection, run: dict[str, Any], started_at: datetime, output: str,
-             pending: _Outcomes) -> dict[str, Any]:
-    now = utcnow()
-    duration = (now - started_at).total_seconds() * 1000
-    attempt = run["attempt"]
-    if not _FINISH_RUN.rowcount(conn, {"_id": run["id"], "_attempt": attempt, "_status": "succeeded", "_next": attempt,
-                                       "_finished": now, "_due": None, "_duration": duration, "_output": output,
-                                       "_error": None}):
-        return {"status": "stale", "due": None}
-    pending.attempts.append({"run_id": run["id"], "organization_id": run["organization_id"], "attempt": attempt,
-                             "status": "succeeded", "worker_id": run.get("worker_id"), "started_at": started_at,
-                             "finished_at": now, "duration_ms": duration, "error": None, "output": output})
-    counter = pending.counters.setdefault(run["workflow_id"], [0, 0, now, "succeeded"])
-    counter[0] += 1
-    counter[2], counter[3] = now, "succeeded"
-    return {"status": "succeeded", "due": None, "attempt": attempt, "released": None}
+def _release(conn: sa.Connection, workflow_id: str) -> tuple[str, str] | None:
+    """After a final outcome: let the oldest fire of the workflow held back (status waiting) go, if any."""
+    if _HAS_WAITING.first(conn, {"_wf": workflow_id}) is None:  # the usual case: one probe of a tiny index
+        return None
+    return fires.release_waiting(conn, workflow_id)
 
 
 def _finish_one(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "",
-                error: str | None = None, retryable: bool = True, backoff: float = 1.0,
-                release_waiting: bool = False) -> dict[str, Any]:
+                error: str | None = None, retryable: bool = True, backoff: float = 1.0) -> dict[str, Any]:
     now = utcnow()
     duration = (now - started_at).total_seconds() * 1000
     attempt = run["attempt"]
@@ -233,9 +258,9 @@ def _finish_one(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_a
         status, next_attempt, finished = "retrying", attempt + 1, None
     else:
         status = "dead" if attempt >= run["max_attempts"] and run["max_attempts"] > 1 else "failed"
-    if not _FINISH_RUN.rowcount(conn, {"_id": run["id"], "_attempt": attempt, "_status": status, "_next": next_attempt,
-                                       "_finished": finished, "_due": due, "_duration": duration, "_output": output,
-                                       "_error": error}):
+    if not _FINISH_RUN.first(conn, {"_id": run["id"], "_attempt": attempt, "_status": status, "_next": next_attempt,
+                                    "_finished": finished, "_due": due, "_duration": duration, "_output": output,
+                                    "_error": error}):
         return {"status": "stale", "due": None}
     _INSERT_ATTEMPT.rowcount(conn, {"run_id": run["id"], "organization_id": run["organization_id"], "attempt": attempt,
                                     "status": "succeeded" if ok else "failed", "worker_id": run.get("worker_id"),
@@ -251,22 +276,19 @@ def _finish_one(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_a
                         level="warning", data={"run_id": run["id"], "attempt": attempt},
                         message=f"{run['workflow_name']} attempt {attempt} failed: {first_line(error)}; "
                                 f"retrying at {due.isoformat(timespec='seconds') if due else '?'}")
-    released = None
-    if release_waiting and status in FINAL:
-        released = fires.release_waiting(conn, run["workflow_id"])
+    released = _release(conn, run["workflow_id"]) if status in FINAL else None
     return {"status": status, "due": due, "attempt": next_attempt, "released": released}
 
 
 @batched(_finish_many)
 def finish(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "",
-           error: str | None = None, retryable: bool = True, backoff: float = 1.0,
-           release_waiting: bool = False) -> dict[str, Any]:
+           error: str | None = None, retryable: bool = True, backoff: float = 1.0) -> dict[str, Any]:
     """Record an attempt's outcome; returns the run's new state and, for a retry, when it is due.
 
-    With `release_waiting` (overlap policy `queue`), a final outcome lets the next held fire go:
-    it is returned as `released` (run id, queue) for the caller to send."""
+    A final outcome lets the next fire of the workflow held back (overlap policy queue, or fires made
+    together) go: it is returned as `released` (run id, queue) for the caller to send."""
     return _finish_one(conn, run, ok=ok, started_at=started_at, output=output, error=error, retryable=retryable,
-                       backoff=backoff, release_waiting=release_waiting)
+                       backoff=backoff)
 
 
 def first_line(text: str | None) -> str:

@@ -77,9 +77,9 @@ def interrupt(conn: sa.Connection, run_id: str, reason: str) -> dict[str, Any] |
     if row is None:
         return None
     run = dict(row._mapping)
-    wf = conn.execute(sa.select(W.c.backoff, W.c.overlap).where(W.c.id == run["workflow_id"])).first()
+    wf = conn.execute(sa.select(W.c.backoff).where(W.c.id == run["workflow_id"])).first()
     return finish(conn, run, ok=False, started_at=run["started_at"] or utcnow(), error=reason,
-                  backoff=wf.backoff if wf else 1.0, release_waiting=bool(wf and (wf.overlap == "queue" or run["trigger"] == "catchup")))
+                  backoff=wf.backoff if wf else 1.0)
 
 
 def unfinished(conn: sa.Connection) -> list[dict[str, Any]]:

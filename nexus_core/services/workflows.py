@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +12,7 @@ import sqlalchemy as sa
 from nexus_core import schedule
 from nexus_core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from nexus_core.kinds import get_kind
-from nexus_core.services import activity
+from nexus_core.services import activity, fires
 from nexus_core.store import fast
 from nexus_core.store.models import MISFIRE_POLICIES, OVERLAP_POLICIES, new_id
 from nexus_core.store.models import runs_table as R
@@ -81,7 +79,7 @@ def validate_spec(spec: dict[str, Any], *, current: dict[str, Any] | None, defau
     if cron and at:
         raise InvalidError("give either --cron or --at, not both", field="at")
     if "cron" in spec or "timezone" in spec or current is None:
-        values["cron"] = _validate_cron(str(cron), str(tz), now) if cron else None
+        values["cron"] = fires.validate_cron_once(str(cron), str(tz), now) if cron else None
     if at:
         values["run_at"], values["cron"] = schedule.parse_at(str(at), str(tz), now), None
     elif "cron" in spec and cron:
@@ -134,31 +132,8 @@ def first_fire(m: dict[str, Any], now: datetime) -> datetime | None:
     if m.get("run_at"):
         return m["run_at"] if m["run_at"] > now else None
     if m.get("cron"):
-        return _next_fire(m["cron"], now, m["timezone"])
+        return fires.next_fire_once(m["cron"], now, m["timezone"])
     return None
-
-
-# An apply of 10,000 workflows shares a handful of schedules and one `now`: each is worked out once.
-@lru_cache(maxsize=4096)
-def _next_fire(cron: str, now: datetime, tz: str) -> datetime | None:
-    return schedule.next_fire(cron, now, tz)
-
-
-_VALIDATED: dict[tuple[str, str], tuple[float, str]] = {}
-#: A cron expression checked this recently is not checked again ("never fires" is a yearly pattern's
-#: property, not the minute's).
-VALIDATED_FOR_S = 60.0
-
-
-def _validate_cron(expr: str, tz: str, now: datetime) -> str:
-    hit = _VALIDATED.get((expr, tz))
-    if hit is not None and time.monotonic() - hit[0] < VALIDATED_FOR_S:
-        return hit[1]
-    normal = schedule.validate_cron(expr, tz, now)
-    if len(_VALIDATED) > 4096:
-        _VALIDATED.clear()
-    _VALIDATED[expr, tz] = (time.monotonic(), normal)
-    return normal
 
 
 _ID_BY_NAME = fast.Prepared(sa.select(W.c.id).where(W.c.organization_id == sa.bindparam("_org"),

@@ -74,12 +74,24 @@ class _Compiled:
         return {key: proc(v) if proc and v is not None else v for (key, proc), v in zip(self.columns, raw)}
 
 
+_ALL: list["Prepared"] = []
+
+
+def prepare_all(conn: sa.Connection) -> int:
+    """Compile every Prepared statement for this connection's dialect now, so the first runs after a start
+    do not pay for it (a few ms each on a slow core, enough to make a per-second schedule overlap)."""
+    for prepared in _ALL:
+        prepared._compiled(conn)
+    return len(_ALL)
+
+
 class Prepared:
     """One Core statement with named bind parameters, ready to run on any dialect's raw cursor."""
 
     def __init__(self, stmt: Any):
         self.stmt = stmt
         self._by_dialect: dict[str, _Compiled] = {}
+        _ALL.append(self)
 
     def _compiled(self, conn: sa.Connection) -> _Compiled:
         name = conn.dialect.name
@@ -115,6 +127,28 @@ class Prepared:
     def first(self, conn: sa.Connection, values: dict[str, Any]) -> dict[str, Any] | None:
         found = self.rows(conn, values)
         return found[0] if found else None
+
+    def rows_each(self, conn: sa.Connection, values: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Execute once per parameter set; the rows each execution returned.  On Postgres in one round
+        trip (psycopg's pipelined executemany), elsewhere one execute each."""
+        c = self._compiled(conn)
+        if not values:
+            return []
+        cur = self._cursor(conn)
+        try:
+            if conn.dialect.name == "sqlite":
+                out = []
+                for v in values:
+                    cur.execute(c.sql, c.params(v))
+                    out.append([c.row(raw) for raw in cur.fetchall()])
+                return out
+            cur.executemany(c.sql, [c.params(v) for v in values], returning=True)
+            out = [[c.row(raw) for raw in cur.fetchall()]]
+            while cur.nextset():
+                out.append([c.row(raw) for raw in cur.fetchall()])
+            return out
+        finally:
+            cur.close()
 
     def many(self, conn: sa.Connection, values: Iterable[dict[str, Any]]) -> None:
         """Execute once per parameter set in one driver call (executemany)."""

@@ -100,6 +100,10 @@ class Run(SQLModel, table=True):
         # Partial: a run enters it once, when it finishes, instead of being moved there from NULL.
         sa.Index("ix_runs_org_finished", "organization_id", "finished_at",
                  sqlite_where=sa.text("finished_at IS NOT NULL"), postgresql_where=sa.text("finished_at IS NOT NULL")),
+        # Fires held back (overlap policy queue, fires made together): every final outcome asks whether its
+        # workflow has one, and this index holds only those few rows.
+        sa.Index("ix_runs_waiting", "workflow_id",
+                 sqlite_where=sa.text("status = 'waiting'"), postgresql_where=sa.text("status = 'waiting'")),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     organization_id: str = Field(foreign_key="organizations.id", max_length=32)
