@@ -62,7 +62,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._dirty = False
         self._changed: set[str] = set()  # workflow ids to re-read, told by this daemon's RPC handlers
-        self._stamps: dict[str, Any] = {}  # id -> updated_at of the rows changed within RESYNC_LOOKBACK
+        self._stamps: dict[Any, int] = {}  # updated_at -> rows carrying it, for those within RESYNC_LOOKBACK
         self._stopping = False
         self._last_look: datetime | None = None
         self._last_resync = 0.0
@@ -157,14 +157,16 @@ class Scheduler:
             self._set(wf_id, when)
 
     def _resync(self) -> None:
-        """What other daemons changed: rows stamped within RESYNC_LOOKBACK whose stamp is new to us."""
+        """What other daemons changed: rows stamped within RESYNC_LOOKBACK with a stamp new to us (or one
+        that more or fewer rows carry than at our last look)."""
         look = utcnow()
         since = (self._last_look or look) - RESYNC_LOOKBACK
         with self.store.read() as conn:
             stamps = fires.stamps_since(conn, since)
-        fresh = [wf_id for wf_id, stamp in stamps.items() if self._stamps.get(wf_id) != stamp]
+            fresh = [stamp for stamp, count in stamps.items() if self._stamps.get(stamp) != count]
+            ids = fires.stamped(conn, fresh) if fresh else []
         self._stamps = stamps
-        self._reload(fresh)
+        self._reload(ids)
         self._last_look = look
         self._last_resync = time.monotonic()
 
