@@ -78,12 +78,12 @@ class DaemonLink:
                                  on_disconnect=self._on_disconnect)
             try:
                 hello = await client.connect()
-                for method in SUBSCRIPTIONS:
-                    try:
-                        await client.call(method, {})
-                    except NexusError as exc:
-                        if exc.data.get("reason") != "unknown_method":
-                            raise
+                answers = await asyncio.gather(*(client.call(m, {}) for m in SUBSCRIPTIONS), return_exceptions=True)
+                for answer in answers:
+                    if isinstance(answer, NexusError) and answer.data.get("reason") != "unknown_method":
+                        raise answer
+                    if isinstance(answer, BaseException) and not isinstance(answer, NexusError):
+                        raise answer
             except NexusError as exc:
                 await client.close()
                 await self._wait_retry(exc.message)

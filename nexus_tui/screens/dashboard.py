@@ -139,19 +139,18 @@ class DashboardScreen(WorkflowActions, Screen[None]):
         link = self.app.link  # type: ignore[attr-defined]
         self._tick_health()
         self._tick_rate()
-        # Asked together: a screenful of workflows and the feed come back while the daemon builds the whole
-        # list, so a large organization's dashboard is drawn before all of it has arrived.
-        everything = asyncio.ensure_future(link.call("workflows.list"))
+        # A screenful of workflows and the feed first, then the whole list: a large organization's dashboard
+        # is drawn before the daemon has built (and this process parsed) all of it.
         try:
-            first, events = await asyncio.gather(link.call("workflows.list", {"limit": FIRST_PAGE}),
-                                                 link.call("activity.recent", {"limit": 200}))
+            workflows, events = await asyncio.gather(link.call("workflows.list", {"limit": FIRST_PAGE}),
+                                                     link.call("activity.recent", {"limit": 200}))
             self.feed.load(events)
-            if len(first) == FIRST_PAGE and not everything.done():
+            if len(workflows) == FIRST_PAGE:
                 self.loading_all = True
-                self._show_workflows(first)
-            workflows = await everything
+                self._show_workflows(workflows)
+                await asyncio.sleep(0)  # let the first page be drawn before the long answer is parsed
+                workflows = await link.call("workflows.list")
         except NexusError as exc:
-            everything.cancel()
             self.app.report(exc, "loading the dashboard")  # type: ignore[attr-defined]
             return
         finally:
