@@ -157,8 +157,11 @@ def main() -> None:
                     f"{counts.get('running', 0)}")
     for i in range(0, len(line), 6):
         print("    " + "  ".join(line[i:i + 6]))
-    print(f"\ntarget ≥ {TARGET_RUNS_PER_S:g} runs/s ({database}): {rate:.0f} runs/s "
-          f"{'ok' if rate >= TARGET_RUNS_PER_S else 'MISSED'}")
+    if database == "sqlite":
+        print(f"\ntarget ≥ {TARGET_RUNS_PER_S:g} runs/s (sqlite): {rate:.0f} runs/s "
+              f"{'ok' if rate >= TARGET_RUNS_PER_S else 'MISSED'}")
+    else:  # the target is set for SQLite on one machine; other stores are reported beside it
+        print(f"\n{database}: {rate:.0f} runs/s (reported; the ≥ {TARGET_RUNS_PER_S:g} runs/s target is for sqlite)")
     if args.profile:
         print(f"\npy-spy profile of the daemon during the run ({args.profile}):")
         print(summarize_collapsed(args.profile))
