@@ -37,16 +37,11 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from _nexus import (
-    BenchDaemon,
+from _nexus import BenchDaemon, Rpc, add_common_args, count_by_status, describe_machine, parse_ts
+from _proc import (
     PySpy,
-    Rpc,
-    add_common_args,
     busiest_threads,
-    count_by_status,
     cpu_seconds,
-    describe_machine,
-    parse_ts,
     rss_mib,
     summarize_collapsed,
     thread_cpu,

@@ -18,18 +18,8 @@ import argparse
 import threading
 import time
 
-from _nexus import (
-    BenchDaemon,
-    PySpy,
-    add_common_args,
-    busiest_threads,
-    count_by_status,
-    cpu_seconds,
-    describe_machine,
-    pipeline_parallel,
-    summarize_collapsed,
-    thread_cpu,
-)
+from _nexus import BenchDaemon, add_common_args, count_by_status, describe_machine, pipeline_parallel
+from _proc import PySpy, busiest_threads, cpu_seconds, summarize_collapsed, thread_cpu
 from _baseline import bare_drain_rate, print_header, print_row
 
 WORKFLOW = "bench-noop"

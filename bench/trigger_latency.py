@@ -17,16 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from _nexus import (
-    BenchDaemon,
-    add_common_args,
-    busiest_threads,
-    cpu_seconds,
-    describe_machine,
-    run_times,
-    thread_cpu,
-    wait_for_runs,
-)
+from _nexus import BenchDaemon, add_common_args, describe_machine, run_times, wait_for_runs
+from _proc import busiest_threads, cpu_seconds, thread_cpu
 from _baseline import (
     bare_burst_latency,
     bare_idle_cpu,

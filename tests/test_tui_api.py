@@ -11,7 +11,6 @@ import pwd
 from datetime import datetime, timezone
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from nexus_core.errors import ConflictError, InvalidError, NotFoundError

@@ -7,7 +7,6 @@ Create Date: 2026-12-01 20:40:00
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401
-import nexus_core.store.types
 
 
 revision = '0003'
