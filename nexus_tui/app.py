@@ -7,12 +7,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from textual import events
+from textual.actions import SkipAction
 from textual.app import App
 from textual.binding import Binding
+from textual.screen import ModalScreen
 from textual.signal import Signal
+from textual.timer import Timer
 
 from nexus_core.errors import NexusError
 from nexus_tui.history import CommandHistory
+from nexus_tui.keys import is_text_entry
 from nexus_tui.link import DaemonLink, LinkState
 from nexus_tui.palette import RegistryCommands
 
@@ -25,7 +30,8 @@ class NexusApp(App[int]):
     COMMANDS = App.COMMANDS | {RegistryCommands}
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
-        Binding("colon", "command_line", "command", id="command-line"),
+        # priority: decided when the key arrives, so the keys typed right after it are kept for the line
+        Binding("colon", "command_line", "command", id="command-line", priority=True),
         Binding("question_mark", "help", "help", id="help"),
         Binding("N", "notifications", "notifications", id="notifications"),
         Binding("q", "quit", "quit", id="quit"),
@@ -44,6 +50,9 @@ class NexusApp(App[int]):
         self._was_god = False
         self.workflow_names: list[str] = []
         self.command_log: list[Any] = []
+        self._held: list[events.Key] | None = None  # keys kept for a text field that is opening
+        self._holding = False
+        self._hold_timer: Timer | None = None
 
     # -- shared state -------------------------------------------------------------------------
 
@@ -110,12 +119,59 @@ class NexusApp(App[int]):
         severity = "error" if note.get("level") == "error" else "warning"
         self.notify(note.get("body") or "", title=note.get("title") or "notification", severity=severity, timeout=10)
 
+    # -- keys typed ahead ------------------------------------------------------------------------
+    # A key that opens a text field (`:`, `/`, `n`) is followed at once by what is meant for that field:
+    # `:auto:list⏎` typed fast, pasted, or sent by tmux arrives in one burst. The field takes focus a
+    # moment later, and without this the burst's keys would reach what had focus before: the table,
+    # where `d` asks to delete and `t` triggers.
+
+    def hold_keys(self) -> None:
+        """Keep keys from now on until a text field takes focus (at most HOLD_S), then give them to it."""
+        if self._held is None:
+            self._held = []
+        self._holding = True
+        if self._hold_timer is not None:
+            self._hold_timer.stop()
+        self._hold_timer = self.set_timer(HOLD_S, self.release_keys)
+
+    def release_keys(self) -> None:
+        if not self._holding:
+            return
+        self._holding = False
+        if self._hold_timer is not None:
+            self._hold_timer.stop()
+            self._hold_timer = None
+        self.call_later(self._replay_keys)
+
+    async def _replay_keys(self) -> None:
+        # Keys that arrive while these are replayed join the end of the list, so the order is kept.
+        while self._held and not self._holding:
+            await super().on_event(self._held.pop(0))
+        if not self._holding:
+            self._held = None
+
+    async def on_event(self, event: events.Event) -> None:
+        if self._held is not None and isinstance(event, events.Key) and not event.is_forwarded:
+            self._held.append(event)
+            return
+        await super().on_event(event)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if is_text_entry(event.widget):
+            self.release_keys()
+
     # -- actions ------------------------------------------------------------------------------
 
     def action_command_line(self, text: str = "") -> None:
+        if isinstance(self.screen, ModalScreen) or is_text_entry(self.focused):
+            raise SkipAction()  # a `:` typed into a field, or a dialog is open
+        self.open_command_line(text)
+
+    def open_command_line(self, text: str = "") -> None:
         from nexus_tui.screens.command import CommandScreen
 
         if not isinstance(self.screen, CommandScreen):
+            self.hold_keys()
             self.push_screen(CommandScreen(text))
 
     def action_help(self) -> None:
@@ -129,6 +185,10 @@ class NexusApp(App[int]):
 
         if not isinstance(self.screen, NotificationsScreen):
             self.push_screen(NotificationsScreen())
+
+
+#: Longest wait for the field the held keys are for.
+HOLD_S = 1.0
 
 
 def run(socket_path: Path, *, notice: str | None = None) -> int:

@@ -17,7 +17,7 @@ class RegistryCommands(Provider):
     def _choose(self, cmd: Command) -> None:
         app: Any = self.app
         needs_args = any(p.required for p in cmd.params)
-        app.action_command_line(cmd.name + (" " if needs_args else ""))
+        app.open_command_line(cmd.name + (" " if needs_args else ""))
         if not needs_args:
             app.call_later(app.screen.submit_line, cmd.name)
 

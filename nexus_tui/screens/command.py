@@ -28,7 +28,7 @@ class CommandInput(Input):
     """The line itself: tab completes, up and down walk the history, page keys scroll the output."""
 
     BINDINGS = [
-        Binding("tab", "complete", "complete", show=False, priority=True),
+        Binding("tab", "complete", "complete", show=False),
         Binding("up", "history(-1)", "older", show=False),
         Binding("down", "history(1)", "newer", show=False),
         Binding("pageup", "scroll_output(-1)", show=False),

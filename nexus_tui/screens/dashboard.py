@@ -10,12 +10,14 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from nexus_core.errors import NexusError
+from nexus_tui.keys import is_text_entry
 from nexus_tui.link import LinkState
 from nexus_tui.widgets.feed import ActivityFeed
 from nexus_tui.widgets.filter_field import FilterField
@@ -60,11 +62,12 @@ class DashboardScreen(WorkflowActions, Screen[None]):
 
     CSS_PATH = "dashboard.tcss"
     BINDINGS = [
-        Binding("slash", "filter", "filter", id="filter"),
+        # priority, like `:` (see NexusApp.hold_keys): the keys typed right after go to the field opened
+        Binding("slash", "filter", "filter", id="filter", priority=True),
         Binding("t", "trigger", "trigger", id="trigger"),
         Binding("p", "pause_resume", "pause/resume", id="pause"),
         Binding("d", "delete", "delete", id="delete"),
-        Binding("n", "new", "new", id="new"),
+        Binding("n", "new_workflow", "new", id="new", priority=True),
         Binding("s", "sort", "sort", id="sort"),
         Binding("S", "sort_reverse", "reverse", show=False, id="sort-reverse"),
         Binding("space", "select", "select", show=False, id="select"),
@@ -289,10 +292,19 @@ class DashboardScreen(WorkflowActions, Screen[None]):
     # -- keys -----------------------------------------------------------------------------------
 
     def action_filter(self) -> None:
+        if is_text_entry(self.focused) or self.app.screen is not self:
+            raise SkipAction()  # a `/` typed into a field
         target = "#feed-filter" if self.focused is self.feed else "#workflow-filter"
         field = self.query_one(target, FilterField)
         field.display = True
+        self.app.hold_keys()  # type: ignore[attr-defined]
         field.focus()
+
+    def action_new_workflow(self) -> None:
+        if is_text_entry(self.focused) or self.app.screen is not self:
+            raise SkipAction()
+        self.app.hold_keys()  # type: ignore[attr-defined]
+        self.action_new()
 
     @on(FilterField.Changed, ".filter")
     def _filter_changed(self, event: FilterField.Changed) -> None:
