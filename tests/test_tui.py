@@ -193,6 +193,22 @@ async def test_filter_as_you_type_and_sort(tui_daemon: DaemonProcess) -> None:
         assert [w["name"] for w in table.rows] == ["weekly-report", "hubspot-sync", "daily-report"]
 
 
+async def test_a_wide_dashboard_shows_each_workflows_time_zone(tui_daemon: DaemonProcess) -> None:
+    tui_daemon.call("workflows.apply", {"workflows": [
+        {"name": "berlin-report", "kind": "noop", "cron": "0 8 * * *", "timezone": "Europe/Berlin"},
+        {"name": "by-hand", "kind": "noop"}]})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=(180, 36)) as pilot:
+        table = await loaded(pilot, {"berlin-report", "by-hand"})
+        await pilot.pause()
+        assert "ZONE" in [c.label for c in table.columns]
+        lines = [table.render_line(y).text for y in range(4)]
+        berlin = next(line for line in lines if "berlin-report" in line)
+        by_hand = next(line for line in lines if "by-hand" in line)
+        assert "Europe/Berlin" in berlin
+        assert "UTC" not in by_hand  # a workflow without a schedule has no zone to show
+
+
 async def test_new_workflow_form_checks_the_schedule_as_you_type(tui_daemon: DaemonProcess) -> None:
     app = make_app(tui_daemon)
     async with app.run_test(size=SIZE) as pilot:

@@ -22,8 +22,8 @@ COLUMNS = {
     "schedule": Column("schedule", "SCHEDULE", None, min_width=12),
     "kind": Column("kind", "KIND", 8),
     "success": Column("success", "OK %", 5, justify="right"),
+    "tz": Column("tz", "ZONE", 13),  # before CRON: SCHEDULE says the cron in words, nothing else says the zone
     "cron": Column("cron", "CRON", 15),
-    "tz": Column("tz", "ZONE", 15),
     "id": Column("id", "ID", 32, sortable=False),
 }
 ORDER = ("id", "name", "kind", "status", "schedule", "cron", "tz", "next", "last", "success")
@@ -161,7 +161,8 @@ class WorkflowTable(VirtualTable[Workflow]):
             elif key == "cron":
                 out.append(Text(w.get("cron") or ("--at" if w.get("run_at") else "—"), style="dim"))
             elif key == "tz":
-                out.append(Text(w.get("timezone") or "", style="dim"))
+                scheduled = w.get("cron") or w.get("run_at")
+                out.append(Text((w.get("timezone") or "") if scheduled else "—", style="dim"))
             elif key == "next":
                 out.append(fmt.relative(w.get("next_fire_at"), now) if w.get("next_fire_at") else Text("—", "dim"))
             elif key == "last":
