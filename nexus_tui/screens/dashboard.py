@@ -291,19 +291,22 @@ class DashboardScreen(WorkflowActions, Screen[None]):
 
     # -- keys -----------------------------------------------------------------------------------
 
-    def action_filter(self) -> None:
-        if is_text_entry(self.focused) or self.app.screen is not self:
-            raise SkipAction()  # a `/` typed into a field
-        target = "#feed-filter" if self.focused is self.feed else "#workflow-filter"
-        field = self.query_one(target, FilterField)
-        field.display = True
-        self.app.hold_keys()  # type: ignore[attr-defined]
-        field.focus()
-
-    def action_new_workflow(self) -> None:
+    def _open_field(self) -> None:
+        """A key that opens a text field: left to a field that has focus as typed text; otherwise the keys
+        typed after it are held for the field it opens."""
         if is_text_entry(self.focused) or self.app.screen is not self:
             raise SkipAction()
         self.app.hold_keys()  # type: ignore[attr-defined]
+
+    def action_filter(self) -> None:
+        self._open_field()
+        target = "#feed-filter" if self.focused is self.feed else "#workflow-filter"
+        field = self.query_one(target, FilterField)
+        field.display = True
+        field.focus()
+
+    def action_new_workflow(self) -> None:
+        self._open_field()
         self.action_new()
 
     @on(FilterField.Changed, ".filter")
