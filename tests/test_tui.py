@@ -10,7 +10,7 @@ import pytest
 from nexus_core.testing import DaemonProcess
 from nexus_tui.app import NexusApp
 from nexus_tui.history import CommandHistory
-from tui_helpers import command_output, type_command, until
+from tui_helpers import burst, command_output, type_command, until
 
 SIZE = (120, 36)
 
@@ -227,6 +227,29 @@ async def test_new_workflow_form_checks_the_schedule_as_you_type(tui_daemon: Dae
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "nightly" in table.by_name, "the new workflow in the table")
     assert tui_daemon.call("workflows.get", {"name": "nightly"})["cron"] == "30 2 * * *"
+
+
+async def test_a_burst_of_keys_is_taken_in_the_order_it_was_typed(tui_daemon: DaemonProcess) -> None:
+    # Editing keys (tab, ctrl+a, ctrl+k, backspace, enter) run where they were typed, not after the
+    # characters that followed them; and a tab to the next field takes the rest of the burst with it.
+    tui_daemon.call("workflows.create", {"name": "smoke-test", "kind": "noop"})
+    app = make_app(tui_daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot, {"smoke-test"})
+        burst(app, ":auto:trigger smo", "tab", "ctrl+a", "ctrl+k", "sys:healtj", "backspace", "h", "enter",
+              "auto:nope", "enter")
+        await until(pilot, lambda: "unknown command 'auto:nope'" in command_output(app), "the second command")
+        await until(pilot, lambda: "redis" in command_output(app), "sys:health's answer")
+        echoed = [line for line in command_output(app).splitlines() if line.startswith("›")]
+        assert echoed == ["› sys:health", "› auto:nope"]
+        assert app.screen.query_one("#command-input").value == ""
+        assert tui_daemon.call("runs.list", {"workflow": "smoke-test"})["runs"] == []
+        burst(app, "escape", "n", "nightlyx", "backspace", "tab", "30 2 * * *", "tab", "Europe/Berlin")
+        form = await until(pilot, lambda: app.screen if type(app.screen).__name__ == "NewWorkflowScreen" else None,
+                           "the form")
+        await until(pilot, lambda: form.query_one("#timezone").value == "Europe/Berlin", "the time zone typed")
+        assert form.query_one("#name").value == "nightly"
+        assert form.query_one("#cron").value == "30 2 * * *"
 
 
 async def test_deleting_asks_first(tui_daemon: DaemonProcess) -> None:

@@ -40,3 +40,24 @@ async def type_command(pilot: Any, line: str) -> None:
     field.value = line
     field.cursor_position = len(line)
     await pilot.press("enter")
+
+
+NAMED_KEYS = {"tab": "\t", "enter": "\r", "backspace": "\x7f", "escape": "\x1b", "ctrl+a": "\x01",
+              "ctrl+k": "\x0b", "ctrl+s": "\x13"}
+
+
+def burst(app: Any, *parts: str) -> None:
+    """Send keys the way a terminal delivers a fast burst: all queued at once, none waited for.
+
+    A part is a key name from NAMED_KEYS or text typed character by character.
+    """
+    from textual import events
+    from textual.keys import _character_to_key
+
+    for part in parts:
+        if part in NAMED_KEYS:
+            app.post_message(events.Key(part, NAMED_KEYS[part]))
+            continue
+        for char in part:
+            key = char if char.isalnum() else _character_to_key(char)
+            app.post_message(events.Key(key, char))

@@ -19,12 +19,13 @@ from textual.widgets import Input, RichLog, Static
 from nexus_core.commands.parse import parse_line, usage
 from nexus_core.commands.registry import Command, all_commands
 from nexus_core.errors import NexusError
+from nexus_tui.widgets.line_input import LineInput
 
 LOCAL = {"help": "list the commands", "clear": "clear this pane", "quit": "leave Nexus"}
 MAX_LOG = 300
 
 
-class CommandInput(Input):
+class CommandInput(LineInput):
     """The line itself: tab completes, up and down walk the history, page keys scroll the output."""
 
     BINDINGS = [
@@ -34,6 +35,11 @@ class CommandInput(Input):
         Binding("pageup", "scroll_output(-1)", show=False),
         Binding("pagedown", "scroll_output(1)", show=False),
     ]
+
+    async def action_submit(self) -> None:
+        # Emptied now, not when the screen gets the message: keys typed after the enter start the next line.
+        line, self.value = self.value, ""
+        self.post_message(self.Submitted(self, line))
 
     def action_complete(self) -> None:
         self.screen.complete()  # type: ignore[attr-defined]
@@ -87,7 +93,6 @@ class CommandScreen(ModalScreen[None]):
 
     @on(Input.Submitted, "#command-input")
     def _submitted(self, event: Input.Submitted) -> None:
-        event.input.value = ""
         self.submit_line(event.value)
 
     def submit_line(self, line: str) -> None:

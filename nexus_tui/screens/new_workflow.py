@@ -17,6 +17,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from nexus_core import schedule
 from nexus_core.errors import InvalidError, NexusError
 from nexus_tui.format import cron_words
+from nexus_tui.widgets.line_input import LineInput
 
 FIELDS = (("name", "name", "daily-report"), ("cron", "cron", "0 8 * * 1-5  (or @daily; empty: manual only)"),
           ("timezone", "time zone", "Europe/Berlin (empty: the daemon's default)"),
@@ -69,7 +70,7 @@ class NewWorkflowScreen(ModalScreen[dict[str, Any] | None]):
             yield Select([(k, k) for k in all_kinds()], value="noop", allow_blank=False, id="kind")
             for key, label, hint in FIELDS:
                 yield Label(label)
-                yield Input(placeholder=hint, id=key)
+                yield LineInput(placeholder=hint, id=key)
             yield Static(preview("", "", "", datetime.now(timezone.utc)), id="preview")
             yield Static("", id="form-error")
             with Horizontal(classes="buttons"):
