@@ -7,7 +7,6 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from nexus_core.errors import InvalidError
 
@@ -62,18 +61,6 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return replace(self, **changes)
-
-
-def redact_url(url: str | None) -> str | None:
-    """The URL with any password replaced by ***, safe for logs and answers."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
 def _data_home() -> Path:

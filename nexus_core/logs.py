@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
 
-_SECRET_KEYS = ("password", "secret", "token", "authorization", "api_key")
+from nexus_core.redact import MASK, is_secret_key, redact_address
+
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 
 
 def _drop_secrets(_logger: object, _name: str, event: dict) -> dict:  # type: ignore[type-arg]
-    for key in list(event):
-        if any(s in key.lower() for s in _SECRET_KEYS):
-            event[key] = "***"
+    for key, value in event.items():
+        if is_secret_key(key):
+            event[key] = MASK
+        elif isinstance(value, str) and "://" in value:
+            # A library's message can quote a URL whole (httpx: "HTTP Request: POST https://…?token=…").
+            event[key] = _URL_IN_TEXT.sub(lambda m: redact_address(m.group(0)), value)
     return event
 
 
@@ -53,3 +59,6 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     # Dramatiq logs every consumer heartbeat at debug and more at info than an operator needs.
     logging.getLogger("dramatiq").setLevel(max(root.level, logging.WARNING))
+    # httpx logs every request at info: one line per webhook attempt that the run history already holds.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

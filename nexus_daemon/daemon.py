@@ -16,8 +16,9 @@ import sqlalchemy as sa
 import structlog
 
 from nexus_core import __version__, logs
-from nexus_core.config import Settings, redact_url
+from nexus_core.config import Settings
 from nexus_core.errors import NexusError, UnavailableError
+from nexus_core.redact import redact_url
 from nexus_core.services import activity
 from nexus_core.store import migrate
 from nexus_core.store.db import Store

@@ -74,7 +74,7 @@ def worker_cmd(ctx: typer.Context) -> None:
 
 @app.command("db:upgrade", help="Apply database migrations (the daemon also does this when it starts).")
 def db_upgrade() -> None:
-    from nexus_core.config import redact_url
+    from nexus_core.redact import redact_url
     from nexus_core.store import migrate
     from nexus_core.store.db import Store
 

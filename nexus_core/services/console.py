@@ -25,13 +25,12 @@ import sqlalchemy as sa
 
 from nexus_core.errors import InvalidError, UnavailableError
 from nexus_core.kinds import get_kind
+from nexus_core.redact import is_secret_key, mask, url_secrets
 
 ALLOWED_FIRST = ("SELECT", "WITH", "EXPLAIN", "VALUES")
 TIMEOUT_S = 5.0
 CELL_CHARS = 4096
 ANSWER_BUDGET = 1024 * 1024  # characters of cell text per answer; the rest is cut and marked truncated
-SECRET_WORDS = ("secret", "token", "password", "passwd", "apikey", "authorization", "privatekey", "credential",
-                "cookie")
 # Words after EXPLAIN that start the statement it explains; any but these three is refused.
 _STATEMENTS = {"SELECT", "WITH", "VALUES", "INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "UPSERT", "CREATE",
                "DROP", "ALTER", "TRUNCATE", "EXECUTE", "DECLARE", "COPY", "REFRESH", "PRAGMA", "ATTACH", "DETACH",
@@ -127,20 +126,6 @@ def check_sql(sql: str, dialect: str) -> str:
 
 # -- answers: JSON-safe values, secrets masked ----------------------------------------------------
 
-def _secret_key(key: Any) -> bool:
-    normal = re.sub(r"[-_\s]", "", str(key).lower())
-    return any(word in normal for word in SECRET_WORDS)
-
-
-def mask(value: Any) -> Any:
-    """A JSON value with the values of secret-looking keys (at any depth) replaced by "***"."""
-    if isinstance(value, dict):
-        return {k: ("***" if v not in (None, "") else v) if _secret_key(k) else mask(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask(v) for v in value]
-    return value
-
-
 class Scrubber:
     """Replaces known secret values (webhook secrets, secret-looking payload values, the database
     password) wherever they appear in a text, e.g. pulled out with json_extract or echoed in an error."""
@@ -159,12 +144,14 @@ class Scrubber:
 def _secret_values(value: Any, out: set[str], under_secret: bool = False) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            _secret_values(v, out, under_secret or _secret_key(k))
+            _secret_values(v, out, under_secret or is_secret_key(k))
     elif isinstance(value, list):
         for v in value:
             _secret_values(v, out, under_secret)
     elif under_secret and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         out.add(str(value))
+    elif isinstance(value, str):
+        out |= url_secrets(value)
 
 
 def known_secrets(conn: sa.Connection) -> set[str]:

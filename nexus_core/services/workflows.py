@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from nexus_core import schedule
 from nexus_core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from nexus_core.kinds import get_kind
+from nexus_core.redact import mask_payload, restore_masked
 from nexus_core.services import activity, fires
 from nexus_core.store import fast
 from nexus_core.store.models import MISFIRE_POLICIES, OVERLAP_POLICIES, new_id
@@ -68,6 +69,8 @@ def validate_spec(spec: dict[str, Any], *, current: dict[str, Any] | None, defau
                 raise InvalidError(f"payload is not valid JSON: {exc.msg} at position {exc.pos}", field="payload") from None
         if not isinstance(payload, dict):
             raise InvalidError("payload must be a JSON object, e.g. '{\"key\": \"value\"}'", field="payload")
+        if current is not None and current["kind"] == kind.name:
+            payload = restore_masked(payload, current["payload"], kind.secret_fields())
         if len(json.dumps(payload)) > MAX_PAYLOAD_BYTES:
             raise InvalidError(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB", field="payload")
         values["payload"] = kind.validate(payload)
@@ -108,10 +111,7 @@ def validate_spec(spec: dict[str, Any], *, current: dict[str, Any] | None, defau
 def public(row: Any, *, masked: tuple[str, ...] | None = None) -> dict[str, Any]:
     """A workflow as answered over RPC: secrets masked, times in ISO 8601."""
     m = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
-    payload = dict(m["payload"] or {})
-    for key in masked if masked is not None else get_kind(m["kind"]).secret_fields():
-        if payload.get(key):
-            payload[key] = "***"
+    payload = mask_payload(m["payload"] or {}, masked if masked is not None else get_kind(m["kind"]).secret_fields())
     succeeded, failed = m.get("runs_succeeded") or 0, m.get("runs_failed") or 0
     return {
         "id": m["id"], "name": m["name"], "kind": m["kind"], "queue": m["queue"], "status": m["status"],
@@ -218,10 +218,7 @@ def _list_sqlite(conn: sa.Connection, query: Any, masks: dict[str, tuple[str, ..
         kind = m["kind"]
         if kind not in masks:
             masks[kind] = get_kind(kind).secret_fields()
-        payload = loads(m["payload"]) if m["payload"] else {}
-        for key in masks[kind]:
-            if payload.get(key):
-                payload[key] = "***"
+        payload = mask_payload(loads(m["payload"]), masks[kind]) if m["payload"] else {}
         succeeded, failed = m["runs_succeeded"] or 0, m["runs_failed"] or 0
         out.append({
             "id": m["id"], "name": m["name"], "kind": kind, "queue": m["queue"], "status": m["status"],
