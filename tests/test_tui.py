@@ -196,16 +196,18 @@ async def test_filter_as_you_type_and_sort(tui_daemon: DaemonProcess) -> None:
 async def test_a_wide_dashboard_shows_each_workflows_time_zone(tui_daemon: DaemonProcess) -> None:
     tui_daemon.call("workflows.apply", {"workflows": [
         {"name": "berlin-report", "kind": "noop", "cron": "0 8 * * *", "timezone": "Europe/Berlin"},
+        {"name": "ny-report", "kind": "noop", "cron": "0 8 * * *", "timezone": "America/New_York"},
         {"name": "by-hand", "kind": "noop"}]})
     app = make_app(tui_daemon)
     async with app.run_test(size=(180, 36)) as pilot:
-        table = await loaded(pilot, {"berlin-report", "by-hand"})
+        table = await loaded(pilot, {"berlin-report", "ny-report", "by-hand"})
         await pilot.pause()
         assert "ZONE" in [c.label for c in table.columns]
-        lines = [table.render_line(y).text for y in range(4)]
+        lines = [table.render_line(y).text for y in range(5)]
         berlin = next(line for line in lines if "berlin-report" in line)
+        new_york = next(line for line in lines if "ny-report" in line)
         by_hand = next(line for line in lines if "by-hand" in line)
-        assert "Europe/Berlin" in berlin
+        assert "Europe/Berlin" in berlin and "America/New_York" in new_york  # whole, not cropped
         assert "UTC" not in by_hand  # a workflow without a schedule has no zone to show
 
 

@@ -22,7 +22,7 @@ COLUMNS = {
     "schedule": Column("schedule", "SCHEDULE", None, min_width=12),
     "kind": Column("kind", "KIND", 8),
     "success": Column("success", "OK %", 5, justify="right"),
-    "tz": Column("tz", "ZONE", 13),  # before CRON: SCHEDULE says the cron in words, nothing else says the zone
+    "tz": Column("tz", "ZONE", 16),  # before CRON: SCHEDULE says the cron in words, nothing else says the zone
     "cron": Column("cron", "CRON", 15),
     "id": Column("id", "ID", 32, sortable=False),
 }
