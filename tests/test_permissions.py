@@ -156,3 +156,36 @@ def test_unknown_user_is_refused_with_how_to_add_them(shared: DaemonProcess) -> 
     done = run_as(daemon, stranger.pw_name, "auto:list", extra_groups=())
     assert done.returncode == 3, done.stderr + done.stdout
     assert "permission denied" in done.stderr and "socket_group" in done.stderr
+
+
+def test_an_admin_of_another_organization_sees_only_its_own_and_no_sql_console() -> None:
+    # `nobody` administers organization "acme"; root (the daemon's user) the daemon's own, "default".
+    config = (f'[daemon]\nsocket_group = "{_socket_group()}"\n\n'
+              f'[[operators]]\nuser = "{VIEWER}"\nrole = "admin"\norganization = "acme"\n')
+    home = short_tempdir()
+    os.chmod(home, 0o755)
+    daemon = DaemonProcess(home, config=config)
+    try:
+        daemon.start()
+        assert daemon.cli("auto:create", "payroll-export", "--kind", "noop").returncode == 0
+        made = run_as(daemon, VIEWER, "auto:create", "acme-sync", "--kind", "noop", "--json")
+        assert made.returncode == 0, made.stderr
+        assert _names(daemon) == ["payroll-export"]
+        theirs = run_as(daemon, VIEWER, "auto:list", "--json")
+        assert theirs.returncode == 0 and "acme-sync" in theirs.stdout and "payroll-export" not in theirs.stdout
+        show = run_as(daemon, VIEWER, "auto:show", "payroll-export")
+        assert show.returncode == 4, show.stderr + show.stdout
+
+        # SQL reads every organization's rows, so an admin of "acme" may not run it, even in god mode.
+        assert run_as(daemon, VIEWER, "mode:god").returncode == 0
+        query = run_as(daemon, VIEWER, "db:query", "SELECT name FROM workflows")
+        assert query.returncode == 5, query.stderr + query.stdout
+        assert "every organization" in query.stderr and "'default'" in query.stderr and "payroll" not in query.stdout
+        assert daemon.cli("mode:god").returncode == 0
+        ours = daemon.cli("db:query", "SELECT name FROM workflows ORDER BY name")
+        assert ours.returncode == 0 and "acme-sync" in ours.stdout and "payroll-export" in ours.stdout
+    finally:
+        try:
+            daemon.stop()
+        finally:
+            cleanup(home)

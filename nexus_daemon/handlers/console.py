@@ -8,7 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import Field
 
+from nexus_core.errors import ForbiddenError
 from nexus_core.services import console
+from nexus_core.store.models import orgs_table as O
 from nexus_daemon.handlers import Call, Params, method
 
 
@@ -24,10 +26,19 @@ async def query(call: Call, p: QueryParams) -> dict[str, Any]:
     url = store.url
     password = sa.engine.make_url(url).password
 
+    home = call.daemon.settings.organization
+
     def run() -> dict[str, Any]:
         # Checked before any connection is opened: a refused statement never reaches the database.
         console.check_sql(p.sql, store.dialect)
         with store.read() as conn:
+            # SQL reads every organization's rows: with more than one in the store, only the admins of
+            # the daemon's own organization (those who run the server) may use it.
+            orgs = conn.execute(sa.select(sa.func.count()).select_from(O)).scalar_one()
+            if call.operator.organization != home and orgs > 1:
+                raise ForbiddenError(
+                    f"db:query reads the whole store, every organization's rows, so it is for admins of the daemon's "
+                    f"own organization ({home!r}); you are an admin of {call.operator.organization!r}")
             secrets = set(console.secrets_for(conn, url))
         if password:
             secrets.add(str(password))
