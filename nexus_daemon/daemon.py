@@ -132,7 +132,7 @@ class Daemon:
             handlers.load_all()
         if self.with_workers:
             recovery.heartbeat(self.store, self.worker_id, QUEUES)
-            recovery.recover(self.store, self.broker, self.sender, self.worker_id, startup=True)
+            recovery.recover(self.store, self.broker, self.sender, self.worker_id, startup=True, on_change=on_change)
             from nexus_daemon.workers import NexusWorker
 
             self.worker = NexusWorker(self.broker, queues=set(QUEUES), worker_threads=s.worker_threads)
@@ -279,7 +279,8 @@ class Daemon:
                     self.broker.heartbeat()  # idle consumers do not fetch, so nothing else refreshes it
                 if time.monotonic() - last_sweep >= SWEEP_SECONDS and self.store and self.sender:
                     last_sweep = time.monotonic()
-                    recovery.recover(self.store, self.broker, self.sender, self.worker_id, startup=False)
+                    recovery.recover(self.store, self.broker, self.sender, self.worker_id, startup=False,
+                                     on_change=self.changes.note if self.with_rpc else None)
             except Exception as exc:  # noqa: BLE001 - keep beating through a database or Redis outage
                 log.warning("housekeeping failed", error=str(exc))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +62,10 @@ def live_workers(conn: sa.Connection) -> list[dict[str, Any]]:
 
 
 def recover(store: "Store", broker: "NexusRedisBroker", sender: "Sender", own_worker_id: str, *,
-            startup: bool) -> dict[str, int]:
+            startup: bool, on_change: Callable[[str, str, str], None] | None = None) -> dict[str, int]:
     """Interrupt runs whose worker is gone, hand back the messages it had fetched, and resend queued runs
-    whose message is not in Redis."""
+    whose message is not in Redis. `on_change(org_id, workflow, status)` hears of each interrupted run's
+    new state (retrying, failed or dead), as the workers' own outcomes are heard."""
     # Redis before the database: a worker that starts in between must show up in `alive`, not only in `holders`.
     holders = broker.ack_holders()
     with store.read() as conn:
@@ -85,6 +87,8 @@ def recover(store: "Store", broker: "NexusRedisBroker", sender: "Sender", own_wo
             outcome = store.write(run_service.interrupt, run["id"],
                                   "interrupted: the worker running this attempt stopped (daemon killed or crashed)")
             counts["interrupted"] += 1
+            if outcome and on_change is not None and outcome["status"] != "stale":
+                on_change(outcome["organization_id"], outcome["workflow_name"], outcome["status"])
             if outcome and outcome["status"] == "retrying":
                 sender.enqueue(run["id"], outcome["attempt"], run["queue"],
                                max(0.0, (outcome["due"] - now).total_seconds()))

@@ -78,8 +78,9 @@ def interrupt(conn: sa.Connection, run_id: str, reason: str) -> dict[str, Any] |
         return None
     run = dict(row._mapping)
     wf = conn.execute(sa.select(W.c.backoff).where(W.c.id == run["workflow_id"])).first()
-    return finish(conn, run, ok=False, started_at=run["started_at"] or utcnow(), error=reason,
-                  backoff=wf.backoff if wf else 1.0)
+    outcome = finish(conn, run, ok=False, started_at=run["started_at"] or utcnow(), error=reason,
+                     backoff=wf.backoff if wf else 1.0)
+    return {**outcome, "organization_id": run["organization_id"], "workflow_name": run["workflow_name"]}
 
 
 def unfinished(conn: sa.Connection) -> list[dict[str, Any]]:
