@@ -38,9 +38,9 @@ class NexusApp(App[int]):
     ]
 
     def __init__(self, socket_path: Path, *, now: Callable[[], datetime] | None = None, notice: str | None = None,
-                 history_path: Path | None = None, blink: bool = True):
+                 history_path: Path | None = None, blink: bool = True, starter: Callable[[], int] | None = None):
         super().__init__()
-        self.link = DaemonLink(self, socket_path)
+        self.link = DaemonLink(self, socket_path, starter)
         self._now = now
         self._notice = notice
         self.blink = blink
@@ -191,8 +191,9 @@ class NexusApp(App[int]):
 HOLD_S = 1.0
 
 
-def run(socket_path: Path, *, notice: str | None = None) -> int:
-    """Run the TUI until the operator quits; returns the exit code."""
-    app = NexusApp(socket_path, notice=notice)
+def run(socket_path: Path, *, notice: str | None = None, starter: Callable[[], int] | None = None) -> int:
+    """Run the TUI until the operator quits; returns the exit code. `starter` starts a background daemon
+    (the embedded default), so one that dies while the TUI is open is started again."""
+    app = NexusApp(socket_path, notice=notice, starter=starter)
     app.run()
     return app.return_code or 0

@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from textual.signal import Signal
@@ -20,13 +21,15 @@ BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
 #: Pushed events are handed to the screens in batches this often, so a flood costs one redraw per batch.
 BATCH_S = 0.05
 SUBSCRIPTIONS = ("activity.subscribe", "runs.subscribe", "notifications.subscribe")
+#: A daemon the TUI started is started again at most this often, so one that dies at once is not looped.
+RESTART_EVERY_S = 30.0
 
 
 @dataclass
 class LinkState:
     """What the header shows about the connection."""
 
-    status: str = "connecting"  # connecting | connected | reconnecting
+    status: str = "connecting"  # connecting | connected | reconnecting | starting
     error: str | None = None
     retry_at: float | None = None
     attempts: int = 0
@@ -37,9 +40,13 @@ class LinkState:
 class DaemonLink:
     """Owns the connection; screens call `call()` and subscribe to its signals."""
 
-    def __init__(self, app: "App[Any]", socket_path: Path):
+    def __init__(self, app: "App[Any]", socket_path: Path, starter: Callable[[], int] | None = None):
         self.app = app
         self.socket_path = socket_path
+        # Starts a background daemon and returns its pid: given for the embedded default, where a
+        # daemon that died is ours to start again, as every `nexus` command would.
+        self.starter = starter
+        self._last_start = -RESTART_EVERY_S
         self.client: AsyncClient | None = None
         self.state = LinkState()
         self.state_changed: Signal[LinkState] = Signal(app, "link-state")
@@ -86,7 +93,8 @@ class DaemonLink:
                         raise answer
             except NexusError as exc:
                 await client.close()
-                await self._wait_retry(exc.message)
+                if not await self._restart(exc):
+                    await self._wait_retry(exc.message)
                 continue
             self.client = client
             self._lost.clear()
@@ -97,6 +105,29 @@ class DaemonLink:
             self.client = None
             await client.close()
             await self._wait_retry(self.state.error or "the connection was lost")
+
+    @property
+    def stopped_on_purpose(self) -> bool:
+        """A daemon that stops cleanly removes its socket; one that was killed or crashed leaves it behind."""
+        return not self.socket_path.exists()
+
+    async def _restart(self, exc: NexusError) -> bool:
+        """Start the daemon again when it died under us (not when it was stopped); True once it answers."""
+        if (self.starter is None or not isinstance(exc, DaemonUnreachableError) or "permission denied" in exc.message
+                or self.stopped_on_purpose or time.monotonic() - self._last_start < RESTART_EVERY_S):
+            return False
+        self._last_start = time.monotonic()
+        self.state = LinkState("starting", exc.message, None, self.state.attempts, self.state.hello,
+                               self.state.generation)
+        self.state_changed.publish(self.state)
+        try:
+            pid = await asyncio.to_thread(self.starter)
+        except NexusError as start_exc:
+            await self._wait_retry(f"{exc.message}; starting it again failed: {start_exc.message}")
+            return True  # waited already
+        self.app.notify(f"The daemon had died; started a new one in the background (pid {pid}).", title="daemon",
+                        timeout=8)
+        return True
 
     async def _wait_retry(self, error: str) -> None:
         attempts = self.state.attempts + 1

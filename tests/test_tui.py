@@ -171,6 +171,36 @@ async def test_losing_the_daemon_shows_a_banner_and_resyncs_when_it_is_back(tui_
         await until(pilot, lambda: {"before", "after"} <= set(table.by_name), "the table to resync")
 
 
+async def test_a_daemon_that_died_is_started_again_and_one_that_was_stopped_is_not(
+        tui_daemon: DaemonProcess) -> None:
+    # With the embedded default the TUI is given a way to start a background daemon, as `nexus` does.
+    starts: list[int] = []
+
+    def starter() -> int:
+        tui_daemon.start()
+        assert tui_daemon.proc is not None
+        starts.append(tui_daemon.proc.pid)
+        return tui_daemon.proc.pid
+
+    tui_daemon.call("workflows.create", {"name": "before", "kind": "noop"})
+    app = NexusApp(tui_daemon.socket, history_path=tui_daemon.home / "history", blink=False, starter=starter)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await loaded(pilot, {"before"})
+        banner = app.screen.query_one("#banner")
+        tui_daemon.kill()  # SIGKILL: its socket is left behind, the sign of a daemon that died
+        await until(pilot, lambda: app.link.state.status == "connected" and app.link.state.generation == 2,
+                    "a new daemon and the connection to it", timeout=40)
+        assert len(starts) == 1
+        assert any("started a new one" in n.message for n in app._notifications)
+        tui_daemon.call("workflows.create", {"name": "after", "kind": "noop"})
+        await until(pilot, lambda: {"before", "after"} <= set(table.by_name), "the table, live again")
+
+        tui_daemon.stop()  # a clean stop removes the socket: the operator meant it
+        await until(pilot, lambda: banner.display and "it was stopped" in str(banner.render()), "the banner")
+        await pilot.pause(2.0)
+        assert len(starts) == 1 and app.link.state.status == "reconnecting"
+
+
 async def test_filter_as_you_type_and_sort(tui_daemon: DaemonProcess) -> None:
     tui_daemon.call("workflows.apply", {"workflows": [
         {"name": "daily-report", "kind": "noop"}, {"name": "hubspot-sync", "kind": "noop"},

@@ -75,7 +75,8 @@ def launch_tui() -> int:
         pass  # refused or misconfigured: the TUI shows the daemon's own message and keeps retrying
     from nexus_tui.app import run
 
-    return run(current.socket_path, notice=notice)
+    starter = (lambda: start_background_daemon(current)) if current.embedded else None
+    return run(current.socket_path, notice=notice, starter=starter)
 
 
 def main(argv: list[str] | None = None) -> None:

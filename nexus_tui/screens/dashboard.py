@@ -133,9 +133,16 @@ class DashboardScreen(WorkflowActions, Screen[None]):
                 self.load_all()
             return
         banner.display = True
+        link = self.app.link  # type: ignore[attr-defined]
         what = "Lost the daemon" if state.generation else "No daemon answers"
-        banner.update(Text.assemble((f" {what}: ", "bold"), state.error or "", "  — retrying with back-off; "
-                                    "the screen resyncs when it is back. Start one with `nexus daemon`."))
+        if state.status == "starting":
+            todo = "  — it died; starting a new one in the background…"
+        elif link.starter is not None and link.stopped_on_purpose:
+            todo = ("  — it was stopped. Any `nexus` command (e.g. `nexus sys:health`) or `nexus daemon` starts it "
+                    "again; the screen resyncs when it is back.")
+        else:
+            todo = "  — retrying with back-off; the screen resyncs when it is back. Start one with `nexus daemon`."
+        banner.update(Text.assemble((f" {what}: ", "bold"), state.error or "", todo))
 
     @work(group="load", exclusive=True, exit_on_error=False)
     async def load_all(self) -> None:

@@ -42,6 +42,8 @@ def header_text(state: Any, mode: dict[str, Any], unread: int, now: Any, width: 
     text = Text()
     if state.status == "connected":
         text.append("● connected", style="bold green")
+    elif state.status == "starting":
+        text.append("● starting the daemon", style="bold yellow")
     else:
         retry = max(0, (state.retry_at or time.time()) - time.time())
         word = "reconnecting" if state.generation else "unreachable"
