@@ -10,7 +10,7 @@ import pytest
 from nexus_core.testing import DaemonProcess
 from nexus_tui.app import NexusApp
 from nexus_tui.history import CommandHistory
-from tui_helpers import burst, command_output, type_command, until
+from tui_helpers import burst, command_output, plain, type_command, until
 
 SIZE = (120, 36)
 
@@ -164,11 +164,14 @@ async def test_losing_the_daemon_shows_a_banner_and_resyncs_when_it_is_back(tui_
         assert not banner.display
         tui_daemon.stop()
         await until(pilot, lambda: banner.display and app.link.state.status == "reconnecting", "the banner")
+        title = app.screen.query_one("#system-title")
+        assert "healthy" not in plain(title.render()) and "no answer from the daemon" in plain(title.render())
         tui_daemon.start()
         tui_daemon.call("workflows.create", {"name": "after", "kind": "noop"})
         app.link.retry_now()
         await until(pilot, lambda: not banner.display, "the banner to go", timeout=30)
         await until(pilot, lambda: {"before", "after"} <= set(table.by_name), "the table to resync")
+        await until(pilot, lambda: "healthy" in plain(title.render()), "the system panel, healthy again")
 
 
 async def test_a_daemon_that_died_is_started_again_and_one_that_was_stopped_is_not(

@@ -42,9 +42,11 @@ WORKFLOW_ACTIONS = ("workflow.created", "workflow.updated", "workflow.deleted", 
                     "workflow.resumed", "workflow.completed")
 
 
-def system_title(health: dict[str, Any] | None, rate: dict[str, Any] | None) -> Text:
+def system_title(health: dict[str, Any] | None, rate: dict[str, Any] | None, offline: bool = False) -> Text:
     """The system panel's title, which is all of it that shows on a narrow terminal."""
     text = Text("System", style="bold")
+    if offline:
+        return text.append(" — unknown: no answer from the daemon", style="bold red")
     if not health:
         return text
     text.append(" — ")
@@ -133,6 +135,10 @@ class DashboardScreen(WorkflowActions, Screen[None]):
                 self.load_all()
             return
         banner.display = True
+        # What the panel last heard is no longer known to be true: it says so instead of "healthy".
+        self._health = None
+        self.query_one(SystemPanel).show_health(None, offline=True)
+        self.query_one("#system-title", Line).set(system_title(None, None, offline=True))
         link = self.app.link  # type: ignore[attr-defined]
         what = "Lost the daemon" if state.generation else "No daemon answers"
         if state.status == "starting":

@@ -19,10 +19,13 @@ def _ok(part: dict[str, Any] | None) -> Text:
     return Text(f"DOWN {part.get('error', '')}", style="bold red")
 
 
-def health_table(h: dict[str, Any] | None) -> Table:
+def health_table(h: dict[str, Any] | None, offline: bool = False) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True, min_width=9)
     grid.add_column(overflow="ellipsis", no_wrap=True)
+    if offline:
+        grid.add_row("status", Text("unknown: no answer from the daemon", style="bold red"))
+        return grid
     if not h:
         grid.add_row("status", Text("waiting for the daemon…", style="dim"))
         return grid
@@ -62,8 +65,8 @@ class SystemPanel(Vertical):
         yield Static(Text("runs/min  —", style="dim"), id="rate-line")
         yield Sparkline([0.0], id="runs-spark")
 
-    def show_health(self, health: dict[str, Any] | None) -> None:
-        self.query_one("#health", Static).update(health_table(health))
+    def show_health(self, health: dict[str, Any] | None, offline: bool = False) -> None:
+        self.query_one("#health", Static).update(health_table(health, offline))
 
     def show_rate(self, rate: dict[str, Any] | None) -> None:
         line = self.query_one("#rate-line", Static)
