@@ -20,7 +20,7 @@ def status(value: str | None) -> Text:
 
 
 def when(iso: str | None) -> str:
-    """An ISO time as local time plus how long ago or ahead it is."""
+    """An ISO time as local time, its zone named (the workflow's own may differ), plus how long ago or ahead."""
     if not iso:
         return "—"
     moment = datetime.fromisoformat(iso)
@@ -35,7 +35,7 @@ def when(iso: str | None) -> str:
     else:
         rel = f"{span / 86400:.1f}d"
     rel = f"in {rel}" if delta > 0 else f"{rel} ago"
-    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({rel})"
+    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')} ({rel})"
 
 
 def schedule(wf: dict[str, Any]) -> str:
