@@ -253,3 +253,21 @@ def test_bad_input_is_refused_and_nothing_is_written(daemon: DaemonProcess, tmp_
     health = run_json(daemon, "sys:health")
     assert health["ok"] is True and health["database"]["ok"] and health["redis"]["ok"]
     assert "counters" in run_json(daemon, "sys:metrics")
+
+
+def test_run_history_reads_on_an_80_column_terminal(daemon: DaemonProcess) -> None:
+    # Port 9 (discard) refuses: the run fails at once with the reason in its error.
+    made = daemon.cli("auto:create", "hook", "--kind", "webhook", "--retries", "0",
+                      "--payload", '{"url": "http://127.0.0.1:9/in"}')
+    assert made.returncode == 0, made.stderr
+    assert daemon.cli("auto:trigger", "hook", "--wait").returncode == 1
+    daemon.env.update(COLUMNS="80", TZ="Asia/Tokyo")  # times shown in the terminal's zone, named (JST: no DST)
+    shown = daemon.cli("auto:logs", "hook")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split() == ["RUN", "TRIGGER", "STATUS", "ATTEMPT", "STARTED", "(JST)", "DURATION"]
+    assert "failed" in lines[1] and "1/1" in lines[1] and all(len(line) <= 80 for line in lines)
+    # The error under its run, whole words on whole lines, not a sliver of a column.
+    error = " ".join(line.strip() for line in lines[2:])
+    assert error.startswith("↳ could not reach http://127.0.0.1:9/in") and "check payload.url" in error
+    assert "LAST RUN (JST)" in daemon.cli("auto:list").stdout

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 from typing import Any
 
 from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -19,11 +20,7 @@ def status(value: str | None) -> Text:
     return Text(value or "—", style=STATUS_STYLE.get(value or "", ""))
 
 
-def when(iso: str | None) -> str:
-    """An ISO time as local time, its zone named (the workflow's own may differ), plus how long ago or ahead."""
-    if not iso:
-        return "—"
-    moment = datetime.fromisoformat(iso)
+def _relative(moment: datetime) -> str:
     delta = (moment - datetime.now(timezone.utc)).total_seconds()
     span = abs(delta)
     if span < 60:
@@ -34,8 +31,35 @@ def when(iso: str | None) -> str:
         rel = f"{span / 3600:.1f}h"
     else:
         rel = f"{span / 86400:.1f}d"
-    rel = f"in {rel}" if delta > 0 else f"{rel} ago"
-    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')} ({rel})"
+    return f"in {rel}" if delta > 0 else f"{rel} ago"
+
+
+def when(iso: str | None) -> str:
+    """An ISO time as local time, its zone named (the workflow's own may differ), plus how long ago or ahead."""
+    if not iso:
+        return "—"
+    moment = datetime.fromisoformat(iso)
+    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')} ({_relative(moment)})"
+
+
+def local_zone() -> str:
+    """The terminal's zone as a table header names it: the short times below are in it."""
+    return datetime.now().astimezone().strftime("%Z")
+
+
+def short(iso: str | None) -> str:
+    """A table cell's time, in the zone its column header names: the time alone today, the date too otherwise."""
+    if not iso:
+        return "—"
+    moment = datetime.fromisoformat(iso)
+    local, today = moment.astimezone(), datetime.now().astimezone()
+    if local.date() == today.date():
+        shown = local.strftime("%H:%M:%S")
+    elif local.year == today.year:
+        shown = local.strftime("%m-%d %H:%M")
+    else:
+        shown = local.strftime("%Y-%m-%d %H:%M")
+    return f"{shown} ({_relative(moment)})"
 
 
 def schedule(wf: dict[str, Any]) -> str:
@@ -51,11 +75,12 @@ def workflows(rows: list[dict[str, Any]]) -> Any:
         return Text("No workflows yet. Create one with `nexus auto:create NAME --kind noop` "
                     "or load config/workflows.example.toml with `nexus auto:apply FILE`.")
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("NAME", "KIND", "STATUS", "SCHEDULE", "NEXT FIRE", "LAST RUN"):
+    zone = local_zone()
+    for col in ("NAME", "KIND", "STATUS", "SCHEDULE", f"NEXT FIRE ({zone})", f"LAST RUN ({zone})"):
         table.add_column(col)
     for wf in rows:
-        last = f"{wf['last_run_status']} {when(wf['last_run_at'])}" if wf.get("last_run_status") else "—"
-        table.add_row(wf["name"], wf["kind"], status(wf["status"]), schedule(wf), when(wf.get("next_fire_at")), last)
+        last = f"{wf['last_run_status']} {short(wf['last_run_at'])}" if wf.get("last_run_status") else "—"
+        table.add_row(wf["name"], wf["kind"], status(wf["status"]), schedule(wf), short(wf.get("next_fire_at")), last)
     return table
 
 
@@ -104,16 +129,26 @@ def next_fires(r: dict[str, Any]) -> Any:
 
 
 def runs(rows: list[dict[str, Any]]) -> Any:
+    """One line per run and, under a failed one, its error's first line: an error in a column of its own
+    is squeezed to a sliver on an 80-column terminal, on its own line it reads whole."""
     if not rows:
         return Text("No runs yet.")
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("RUN", "TRIGGER", "STATUS", "ATTEMPT", "STARTED", "DURATION", "ERROR"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        duration = f"{r['duration_ms']:.0f} ms" if r.get("duration_ms") is not None else "—"
-        table.add_row(r["id"][-12:], r["trigger"], status(r["status"]), f"{r['attempt']}/{r['max_attempts']}",
-                      when(r.get("started_at") or r.get("created_at")), duration, (r.get("error") or "")[:80])
-    return table
+    heads = ("RUN", "TRIGGER", "STATUS", "ATTEMPT", f"STARTED ({local_zone()})", "DURATION")
+    cells = [(r["id"][-12:], r["trigger"], r["status"], f"{r['attempt']}/{r['max_attempts']}",
+              short(r.get("started_at") or r.get("created_at")),
+              f"{r['duration_ms']:.0f} ms" if r.get("duration_ms") is not None else "—") for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    lines: list[Any] = [Text("  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip(), style="bold")]
+    for r, row in zip(rows, cells):
+        line = Text()
+        for i, (value, width) in enumerate(zip(row, widths)):
+            line.append(("  " if i else "") + value.ljust(width), style=STATUS_STYLE.get(value, "") if i == 2 else "")
+        line.rstrip()
+        lines.append(line)
+        error = (r.get("error") or "").strip().splitlines()
+        if error:
+            lines.append(Padding(Text(f"↳ {error[0]}", style="red"), (0, 0, 0, 2)))
+    return Group(*lines)
 
 
 def run(r: dict[str, Any]) -> Any:
@@ -126,8 +161,9 @@ def run(r: dict[str, Any]) -> Any:
     ])]
     if len(r.get("attempts") or []) > 1:
         table = Table(box=None, header_style="bold", pad_edge=False, title="Attempts", title_justify="left")
-        for col in ("#", "STATUS", "STARTED", "DURATION", "ERROR"):
-            table.add_column(col, overflow="fold")
+        for col in ("#", "STATUS", "STARTED", "DURATION"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("ERROR", overflow="fold", ratio=1)
         for a in r["attempts"]:
             duration = f"{a['duration_ms']:.0f} ms" if a.get("duration_ms") is not None else "—"
             table.add_row(str(a["attempt"]), status(a["status"]), when(a["started_at"]), duration, a.get("error") or "")
@@ -143,20 +179,20 @@ def events(rows: list[dict[str, Any]]) -> Any:
     if not rows:
         return Text("No activity yet.")
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("WHEN", "LEVEL", "WHO", "WHAT"):
+    for col in (f"WHEN ({local_zone()})", "LEVEL", "WHO", "WHAT"):
         table.add_column(col, overflow="fold")
     for e in rows:
-        table.add_row(when(e["at"]), status(e["level"]), e["actor"], e["message"] or e["action"])
+        table.add_row(short(e["at"]), status(e["level"]), e["actor"], e["message"] or e["action"])
     return table
 
 
 def notifications(answer: dict[str, Any]) -> Any:
     table = Table(box=None, header_style="bold", pad_edge=False, title=f"{answer['unread']} unread",
                   title_justify="left")
-    for col in ("ID", "WHEN", "", "TITLE", "DETAIL"):
+    for col in ("ID", f"WHEN ({local_zone()})", "", "TITLE", "DETAIL"):
         table.add_column(col, overflow="fold")
     for n in answer["items"]:
-        table.add_row(str(n["id"]), when(n["at"]), "" if n["read"] else "●", n["title"], n["body"])
+        table.add_row(str(n["id"]), short(n["at"]), "" if n["read"] else "●", n["title"], n["body"])
     return table
 
 
