@@ -249,6 +249,11 @@ def _release(conn: sa.Connection, workflow_id: str) -> tuple[str, str] | None:
     return fires.release_waiting(conn, workflow_id)
 
 
+def _seconds(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def _finish_one(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_at: datetime, output: str = "",
                 error: str | None = None, retryable: bool = True, backoff: float = 1.0) -> dict[str, Any]:
     now = utcnow()
@@ -278,8 +283,8 @@ def _finish_one(conn: sa.Connection, run: dict[str, Any], *, ok: bool, started_a
     elif status == "retrying":
         activity.record(conn, run["organization_id"], "worker", "run.retrying", target=run["workflow_name"],
                         level="warning", data={"run_id": run["id"], "attempt": attempt},
-                        message=f"{run['workflow_name']} attempt {attempt} failed: {first_line(error)}; "
-                                f"retrying at {due.isoformat(timespec='seconds') if due else '?'}")
+                        message=f"{run['workflow_name']} attempt {attempt} of {run['max_attempts']} failed: "
+                                f"{first_line(error)}; next attempt in {_seconds(due - now) if due else '?'}")
     released = _release(conn, run["workflow_id"]) if status in FINAL else None
     return {"status": status, "due": due, "attempt": next_attempt, "released": released}
 
