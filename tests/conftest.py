@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from nexus_core.store import migrate
+from nexus_core.store.db import Store
 from nexus_core.testing import DaemonProcess, cleanup, short_tempdir
 
 REDIS_URL = os.environ.get("NEXUS_TEST_REDIS_URL")
@@ -122,3 +125,18 @@ def any_broker_daemon(request, make_daemon, database_url):  # type: ignore[no-un
         return make_daemon(database_url=database_url, redis_url=REDIS_URL,
                            redis_namespace=f"nxt{uuid.uuid4().hex[:10]}").start()
     return make_daemon(database_url=database_url).start()
+
+
+@pytest.fixture
+def url(home: Any, database_url: str | None) -> str:
+    """The store's URL for in-process tests: each backend of `database_url`, SQLite in the test's folder."""
+    return database_url or f"sqlite:///{home}/nexus.db"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    """A migrated store, in this process (for the scheduler and services without a daemon)."""
+    s = Store(url)
+    migrate.upgrade(s.engine)
+    yield s
+    s.close()

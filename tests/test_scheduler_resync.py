@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from nexus_core.services import workflows as wf_service
-from nexus_core.store import migrate
 from nexus_core.store.db import Store
 from nexus_core.store.models import new_id
 from nexus_core.store.models import orgs_table as O
 from nexus_core.store.models import workflows_table as W
 from nexus_core.store.types import utcnow
 from nexus_daemon.scheduler import Scheduler
-
-
-@pytest.fixture
-def url(home: Any, database_url: str | None) -> str:
-    return database_url or f"sqlite:///{home}/nexus.db"
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    s = Store(url)
-    migrate.upgrade(s.engine)
-    yield s
-    s.close()
 
 
 def _scheduler(store: Store) -> Scheduler:

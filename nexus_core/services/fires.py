@@ -32,6 +32,7 @@ from nexus_core.store import fast
 from nexus_core.store.models import ACTIVE_RUN_STATUSES, new_id
 from nexus_core.store.models import runs_table as R
 from nexus_core.store.models import workflows_table as W
+from nexus_core.store.types import utcnow
 
 #: At most this many on-time fires are made for one workflow in one go (a per-second schedule with a
 #: long grace after a restart); the rest count as missed.
@@ -100,6 +101,7 @@ _FIRE_COLUMNS = (W.c.id, W.c.organization_id, W.c.name, W.c.queue, W.c.retries, 
 @dataclass
 class FireResult:
     send: list[tuple[str, str]] = field(default_factory=list)  # (run id, queue) to enqueue
+    send_workflows: list[str] = field(default_factory=list)  # the workflow id of each of `send`
     next_fire: dict[str, datetime | None] = field(default_factory=dict)  # workflow id -> its next fire
     made: int = 0  # run rows written
     stale: int = 0  # fires another daemon (or an edit) got to first
@@ -171,6 +173,7 @@ def _make_run(conn: sa.Connection, insert: fast.Prepared, wf: dict[str, Any], sc
     out.made_runs.append((wf["organization_id"], wf["name"], status))
     if status == "queued":
         out.send.append((run_id, wf["queue"]))
+        out.send_workflows.append(wf["id"])
     elif status == "skipped":
         local = scheduled_for.astimezone(schedule.zone(wf["timezone"])).strftime("%Y-%m-%d %H:%M:%S")
         activity.record(conn, wf["organization_id"], "scheduler", "fire.skipped", target=wf["name"], level="warning",
@@ -204,6 +207,21 @@ _RELEASE_WAITING = (
     .values(status="queued")
     .returning(R.c.id, R.c.queue)
 )
+
+
+def paused_since_written(conn: sa.Connection, held: list[tuple[str, str]]) -> list[str]:
+    """Of fires written ahead of their time, (run id, workflow id), the runs whose workflow was paused
+    or deleted in the moment between: those are not sent, and are closed as skipped here."""
+    status: dict[str, str] = {}
+    wf_ids = sorted({wf_id for _, wf_id in held})
+    for start in range(0, len(wf_ids), 900):
+        status.update(conn.execute(sa.select(W.c.id, W.c.status).where(W.c.id.in_(wf_ids[start:start + 900]))).all())
+    gone = [run_id for run_id, wf_id in held if status.get(wf_id) in (None, "paused")]
+    for start in range(0, len(gone), 900):
+        conn.execute(sa.update(R).where(R.c.id.in_(gone[start:start + 900]), R.c.status == "queued").values(
+            status="skipped", finished_at=utcnow(),
+            error="skipped: the workflow was paused in the moment between this fire being written and its time"))
+    return gone
 
 
 def release_waiting(conn: sa.Connection, workflow_id: str) -> tuple[str, str] | None:
