@@ -36,7 +36,8 @@ def runs_of(daemon: DaemonProcess, workflow: str) -> list[dict[str, Any]]:
         with engine.connect() as conn:
             rows = conn.execute(sa.text(
                 "SELECT r.id, r.trigger, r.status, r.scheduled_for, r.attempt, r.started_at, r.finished_at, "
-                "(SELECT count(*) FROM run_attempts a WHERE a.run_id = r.id) AS attempts "
+                "(SELECT count(*) FROM run_attempts a WHERE a.run_id = r.id) AS attempts, "
+                "(SELECT count(*) FROM run_attempts a WHERE a.run_id = r.id AND a.status = 'succeeded') AS wins "
                 "FROM runs r WHERE r.workflow_name = :name ORDER BY r.scheduled_for, r.created_at"),
                 {"name": workflow}).all()
     finally:
@@ -153,12 +154,17 @@ def test_sigkill_right_after_a_fire_does_not_fire_it_again(make_daemon, database
         daemon.kill()
         daemon.start()
         time.sleep(1.5)
-    wait_for(lambda: all(r["status"] == "succeeded" for r in runs_of(daemon, "kill-me")[:-2]), 30, "runs to end")
+    # A kill that lands while a run is running interrupts it: recovery retries it, and the fires made
+    # while it is retrying are skipped (overlap policy skip). Every other fire simply succeeds.
+    wait_for(lambda: all(r["status"] in ("succeeded", "skipped") for r in runs_of(daemon, "kill-me")[:-2]), 30,
+             "runs to end")
     runs = runs_of(daemon, "kill-me")
     stamps = Counter(r["scheduled_for"] for r in runs)
     assert stamps.most_common(1)[0][1] == 1  # no fire made twice
     done = [r for r in runs if r["status"] == "succeeded"]
-    assert done and all(r["attempts"] == 1 for r in done)  # no fire executed twice
+    assert done and all(r["wins"] == 1 for r in done)  # no fire executed again after its success
+    interrupted = [r for r in runs if r["attempts"] > 1]
+    assert interrupted or all(r["status"] == "succeeded" for r in runs[:-2]), runs
     # Within the default grace (60 s) the seconds missed while the daemon restarted are still on time: none lost.
     times = sorted(stamps)
     assert [b - a for a, b in zip(times, times[1:])] == [timedelta(seconds=1)] * (len(times) - 1)
