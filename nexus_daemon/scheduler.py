@@ -251,7 +251,10 @@ class Scheduler:
         def send_held() -> None:
             if not held:
                 return
-            gone = set(self.store.write(fires.paused_since_written, [(r, wf) for r, _, wf in held]))
+            with self.store.read() as conn:
+                gone = set(fires.paused_since_written(conn, [(r, wf) for r, _, wf in held]))
+            if gone:
+                self.store.write(fires.skip_written_ahead, sorted(gone))
             for run_id, queue, _ in held:
                 if run_id not in gone:
                     self.enqueue(run_id, 1, queue, 0.0)

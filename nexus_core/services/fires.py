@@ -211,17 +211,20 @@ _RELEASE_WAITING = (
 
 def paused_since_written(conn: sa.Connection, held: list[tuple[str, str]]) -> list[str]:
     """Of fires written ahead of their time, (run id, workflow id), the runs whose workflow was paused
-    or deleted in the moment between: those are not sent, and are closed as skipped here."""
+    or deleted in the moment between: those are not to be sent. A read, so it does not wait for the writer."""
     status: dict[str, str] = {}
     wf_ids = sorted({wf_id for _, wf_id in held})
     for start in range(0, len(wf_ids), 900):
         status.update(conn.execute(sa.select(W.c.id, W.c.status).where(W.c.id.in_(wf_ids[start:start + 900]))).all())
-    gone = [run_id for run_id, wf_id in held if status.get(wf_id) in (None, "paused")]
+    return [run_id for run_id, wf_id in held if status.get(wf_id) in (None, "paused")]
+
+
+def skip_written_ahead(conn: sa.Connection, gone: list[str]) -> None:
+    """Close the runs paused_since_written found as skipped (a deleted workflow's are failed already)."""
     for start in range(0, len(gone), 900):
         conn.execute(sa.update(R).where(R.c.id.in_(gone[start:start + 900]), R.c.status == "queued").values(
             status="skipped", finished_at=utcnow(),
             error="skipped: the workflow was paused in the moment between this fire being written and its time"))
-    return gone
 
 
 def release_waiting(conn: sa.Connection, workflow_id: str) -> tuple[str, str] | None:
