@@ -6,7 +6,9 @@ when it has drained to half (one fetch brings many messages), and one acker thre
 the acks of every worker thread, all that came within ACK_LINGER_S, in one round trip.
 A worker still acknowledges a message only after its outcome is written; the ack reaches Redis a
 round trip later, and a message whose ack was lost with a killed process is handed out again and
-changes nothing (its run's claim fails).
+changes nothing (its run's claim fails).  The outcome need not be written while the worker thread
+waits: an actor on a Nexus worker thread may hand its message an `AckAfter` (`defer_ack`), and the
+message is acknowledged when that reports the outcome written, while the thread takes the next one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import redis
 import structlog
@@ -43,8 +45,64 @@ SOCKET_TIMEOUT_S = 5.0
 ACK_LINGER_S = 0.01
 #: How long the acker waits before trying again after Redis refused a batch of acks.
 ACK_RETRY_S = 1.0
+#: How long a closing consumer waits for the outcomes its messages' acks are waiting for.
+OUTCOME_WAIT_S = 30.0
 _STOP = object()
 _RETRY = object()  # a wake-up that carries no ack: try the batch that failed again
+_thread = threading.local()
+
+
+class AckAfter:
+    """An actor's word that its message may be acknowledged later: once `done(ok)` is called.
+
+    `ok` False means the outcome could not be written: the message is rejected instead (as when the
+    actor raises), and recovery sends the run again."""
+
+    __slots__ = ("_lock", "_ok", "_then")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ok: bool | None = None
+        self._then: Callable[[bool], None] | None = None
+
+    def then(self, fn: Callable[[bool], None]) -> None:
+        with self._lock:
+            ok = self._ok
+            if ok is None:
+                self._then = fn
+                return
+        fn(ok)  # already done
+
+    def done(self, ok: bool) -> None:
+        with self._lock:
+            if self._ok is not None:
+                return
+            self._ok = ok
+            fn, self._then = self._then, None
+        if fn is not None:
+            fn(ok)
+
+
+def allow_deferred_acks() -> None:
+    """Called by each Nexus worker thread: its consumer honours `defer_ack`."""
+    _thread.defers = True
+
+
+def defers_acks() -> bool:
+    """Whether the message being processed on this thread may be acknowledged later (see AckAfter)."""
+    return getattr(_thread, "defers", False)
+
+
+def defer_ack(after: AckAfter) -> None:
+    """From inside an actor: acknowledge the message being processed when `after` is done, not on return."""
+    _thread.after = after
+
+
+def _take_deferred() -> AckAfter | None:
+    after = getattr(_thread, "after", None)
+    if after is not None:
+        _thread.after = None
+    return after
 
 
 class Acker:
@@ -132,6 +190,8 @@ class NexusConsumer(_RedisConsumer):
         self.room = threading.Event()  # set by ack/nack once the buffer is down to low_water
         self.etas: dict[str, int] = {}  # delay queues: redis id -> eta of each message held in memory
         self.blocking: redis.Redis | None = None
+        self.deferred = 0  # messages whose ack waits for their outcome to be written
+        self._deferred_done = threading.Condition()
 
     def _blocking_client(self) -> redis.Redis:
         if self.blocking is None:
@@ -150,11 +210,37 @@ class NexusConsumer(_RedisConsumer):
             self.room.set()
 
     def ack(self, message: MessageProxy) -> None:
-        # Called by a worker thread once the run's outcome is written; the acker sends it.
+        # Called by a worker thread when the actor returned: the run's outcome is written, or the
+        # actor deferred the ack until it is.  The acker sends it.
+        after = _take_deferred()
+        if after is None:
+            self._ack_now(message)
+            return
+        with self._deferred_done:
+            self.deferred += 1
+        after.then(lambda ok: self._outcome_written(message, ok))
+
+    def _ack_now(self, message: MessageProxy) -> None:
         self.broker.acker.ack(self.queue_name, message.options["redis_message_id"])
         self._done(message)
 
+    def _outcome_written(self, message: MessageProxy, ok: bool) -> None:
+        try:
+            if ok:
+                self._ack_now(message)
+            else:
+                self.nack(message)
+        except Exception as exc:  # noqa: BLE001 - left in Redis's ack set, recovery hands it out again
+            log.warning("could not settle a message after its outcome", message_id=message.message_id,
+                        error=str(exc))
+        finally:
+            with self._deferred_done:
+                self.deferred -= 1
+                if not self.deferred:
+                    self._deferred_done.notify_all()
+
     def nack(self, message: MessageProxy) -> None:
+        _take_deferred()  # the actor failed after deferring: rejected now, whatever its outcome write does
         try:
             super().nack(message)
         finally:
@@ -213,6 +299,12 @@ class NexusConsumer(_RedisConsumer):
         return wait
 
     def close(self) -> None:
+        # The worker threads are stopped: no ack is deferred any more, the ones deferred wait for the
+        # writer, which outlives the consumers.
+        with self._deferred_done:
+            if not self._deferred_done.wait_for(lambda: not self.deferred, OUTCOME_WAIT_S):
+                log.warning("outcomes not written before the consumer closed; recovery will redeliver their messages",
+                            count=self.deferred)
         if not self.broker.acker.flush():
             log.warning("acks not confirmed by Redis before the consumer closed; recovery will redeliver them")
         # Held messages nobody acked or requeued: on a connection error the ConsumerThread drops its

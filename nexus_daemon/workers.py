@@ -16,8 +16,12 @@ from typing import Any
 
 import dramatiq
 from dramatiq.common import iter_queue, join_all
-from dramatiq.worker import WorkerThread, _WorkQueueItem
+from dramatiq.worker import QUEUE_PREFETCH, WorkerThread, _WorkQueueItem
 
+from nexus_daemon.consumer import NexusConsumer, allow_deferred_acks
+
+#: Messages a consumer holds per worker thread: running, waiting in memory, or waiting for their ack.
+PREFETCH_PER_THREAD = 4
 #: How long an idle worker thread or consumer blocks before it looks around anyway.
 IDLE_TIMEOUT_MS = 30_000
 _LAST = sys.maxsize  # a wake-up item sorts after every message
@@ -28,6 +32,8 @@ class _WorkerThread(WorkerThread):
 
     def run(self) -> None:
         self.running = True
+        if issubclass(getattr(self.broker, "consumer_class", object), NexusConsumer):
+            allow_deferred_acks()  # an actor may leave its message's ack until its outcome is written
         self.broker.emit_after("worker_thread_boot", self)
         while self.running:
             try:
@@ -47,6 +53,11 @@ class NexusWorker(dramatiq.Worker):
     def __init__(self, broker: Any, **kwargs: Any):
         kwargs.setdefault("worker_timeout", IDLE_TIMEOUT_MS)
         super().__init__(broker, **kwargs)
+        if not QUEUE_PREFETCH:
+            # Dramatiq holds two messages per thread.  A message whose outcome is still being written
+            # (its ack deferred) counts until it is acked, so the threads would run dry behind a busy
+            # writer: room for two more per thread.
+            self.queue_prefetch = min(self.worker_threads * PREFETCH_PER_THREAD, 65535)
 
     def _add_worker(self) -> None:
         thread = _WorkerThread(broker=self.broker, consumers=self.consumers, work_queue=self.work_queue,

@@ -20,6 +20,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from nexus_daemon.broker import MAX_WAKE_TOKENS, NexusRedisBroker, make_broker
+from nexus_daemon.consumer import AckAfter, defer_ack, defers_acks
+from nexus_daemon.workers import NexusWorker
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +217,51 @@ def test_message_ids_present_sees_queued_delayed_and_in_flight(make_node, redis_
     assert depths["automation"]["unacked"] == 1 and depths["automation"]["delayed"] == 1
     node.gate.set()
     wait_until(lambda: "running" not in present())
+
+
+def test_an_actor_may_leave_its_ack_until_its_outcome_is_written(make_node, redis_url, ns):
+    """What the executor does with a run's outcome: the thread goes on while the message stays unacked,
+    then is acked once the outcome is written, or rejected (dead-lettered) when it could not be; a
+    stopping worker waits for the outcomes still being written."""
+    node = make_node()
+    pending: dict[str, AckAfter] = {}
+    on_nexus_thread: list[bool] = []
+
+    def deferring(key: str) -> None:
+        on_nexus_thread.append(defers_acks())
+        after = AckAfter()
+        pending[key] = after
+        defer_ack(after)
+
+    dramatiq.Actor(deferring, broker=node.broker, actor_name="deferring", queue_name="automation", priority=0,
+                   options={})
+    node.worker = NexusWorker(node.broker, queues={"automation"}, worker_threads=2)  # holds 8 messages
+    node.worker.start()
+    keys = ["written", "failed", "late"]
+    node.broker.enqueue_many([(Message(queue_name="automation", actor_name="deferring", args=(k,), kwargs={},
+                                       options={}, message_id=k), None) for k in keys])
+    wait_until(lambda: len(pending) == 3)
+    assert on_nexus_thread == [True, True, True]
+    node.send("next")  # the threads are free while three outcomes are outstanding
+    wait_until(all_started([node], ["next"]))
+
+    def present() -> set[str]:
+        return node.broker.message_ids_present("automation", [*keys, "next"])
+
+    wait_until(lambda: "next" not in present())
+    assert present() == set(keys), "unacked until their outcome is written"
+    pending["written"].done(True)
+    wait_until(lambda: "written" not in present())
+    pending["failed"].done(False)
+    wait_until(lambda: "failed" not in present())
+    with redis.Redis.from_url(redis_url) as client:
+        dead = {k.decode().split("/")[0] for k in client.hkeys(f"{ns}:automation.XQ.msgs")}
+    assert dead == {"failed"}, "an outcome that could not be written rejects its message"
+    assert present() == {"late"}
+    threading.Timer(0.5, pending["late"].done, (True,)).start()
+    node.worker.stop()  # the consumer closes only after the late outcome, and sends its ack
+    node.worker = None
+    assert present() == set()
 
 
 def test_two_workers_share_a_queue_without_loss_or_duplicates(make_node):

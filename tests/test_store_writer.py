@@ -187,3 +187,42 @@ def test_the_hot_path_batched_is_the_hot_path_one_by_one(store: Store, org: str)
     assert counters["plain"] == (1, 1, "failed") and counters["guarded"] == (1, 0, "succeeded")
     assert attempts == 3
     assert actions.count("workflow.triggered") == 3 and actions.count("run.failed") == 1
+
+
+def test_a_batch_of_outcomes_counts_every_success_and_lets_a_held_fire_go_once(store: Store, org: str) -> None:
+    """Claims and successes of one batch are written set-wise: each claim still gets its own answer, a
+    workflow's counters count all its successes, and a fire held behind them is released once."""
+    _workflow(store, org, "busy")
+    _workflow(store, org, "other")
+    runs = [store.write(lifecycle.trigger, org, "busy", "tester") for _ in range(3)]
+    other = store.write(lifecycle.trigger, org, "other", "tester")
+    held = runs.pop()
+    store.write(lambda c: c.execute(sa.update(R).where(R.c.id == held["id"]).values(status="waiting")))
+
+    release = _hold_writer(store)
+    claims = [store.submit(lifecycle.claim, run["id"], 1, "w1") for run in (*runs, other)]
+    claims.append(store.submit(lifecycle.claim, other["id"], 2, "w1"))  # an attempt the run is not at
+    claims.append(store.submit(lifecycle.claim, held["id"], 1, "w1"))  # held back: not claimable
+    release.set()
+    claimed = [c.result(10) for c in claims]
+    assert [c is not None for c in claimed] == [True, True, True, False, False]
+    assert {c["run"]["id"] for c in claimed[:3]} == {runs[0]["id"], runs[1]["id"], other["id"]}
+    assert len({c["started_at"] for c in claimed[:3]}) == 1, "one transaction claims the batch at one instant"
+
+    release = _hold_writer(store)
+    outcomes = [store.submit(lifecycle.finish, c["run"], ok=True, started_at=c["started_at"], output=f"out {i}")
+                for i, c in enumerate(claimed[:3])]
+    release.set()
+    results = [o.result(10) for o in outcomes]
+    assert [r["status"] for r in results] == ["succeeded"] * 3
+    assert [r["released"] for r in results] == [None, (held["id"], "automation"), None], \
+        "the held fire goes once, with the workflow's last outcome of the batch"
+
+    with store.read() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(R))}
+        counters = {r.name: (r.runs_succeeded, r.last_run_status)
+                    for r in conn.execute(sa.select(W.c.name, W.c.runs_succeeded, W.c.last_run_status))}
+    assert counters == {"busy": (2, "succeeded"), "other": (1, "succeeded")}
+    assert [rows[c["run"]["id"]].output for c in claimed[:3]] == ["out 0", "out 1", "out 2"]
+    assert all(rows[c["run"]["id"]].duration_ms >= 0 for c in claimed[:3])
+    assert rows[held["id"]].status == "queued"

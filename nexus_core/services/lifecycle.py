@@ -29,17 +29,18 @@ FINAL = ("succeeded", "failed", "dead")
 _RUN_KEYS = ("id", "organization_id", "workflow_id", "workflow_name", "trigger", "triggered_by", "scheduled_for",
              "queue", "status", "attempt", "max_attempts", "created_at")
 _INSERT_RUN = fast.insert(R, _RUN_KEYS)
-_CLAIM_RUN = fast.Prepared(
+# A batch's claims of one attempt number in one statement (a run claimed twice in a batch is listed once).
+_CLAIM_RUNS = fast.PreparedIn(
     sa.update(R)
-    .where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"),
+    .where(R.c.id.in_(sa.bindparam("_ids", expanding=True)), R.c.attempt == sa.bindparam("_attempt"),
            sa.or_(R.c.status == CLAIMABLE[0], R.c.status == CLAIMABLE[1]))
     .values(status="running", started_at=sa.bindparam("_now"), worker_id=sa.bindparam("_worker"),
             next_attempt_at=None)
     # What the worker and the outcome need, not the whole row: every column returned is converted.
     .returning(R.c.id, R.c.organization_id, R.c.workflow_id, R.c.workflow_name, R.c.trigger, R.c.queue,
-               R.c.attempt, R.c.max_attempts, R.c.created_at, R.c.worker_id))
-_WORKFLOW_BY_ID = fast.Prepared(sa.select(W.c.id, W.c.name, W.c.kind, W.c.payload, W.c.timeout, W.c.backoff)
-                                .where(W.c.id == sa.bindparam("_id")))
+               R.c.attempt, R.c.max_attempts, R.c.created_at, R.c.worker_id), "_ids")
+_WORKFLOWS_BY_ID = fast.PreparedIn(sa.select(W.c.id, W.c.name, W.c.kind, W.c.payload, W.c.timeout, W.c.backoff)
+                                   .where(W.c.id.in_(sa.bindparam("_ids", expanding=True))), "_ids")
 # Guarded by the attempt so a late outcome of an attempt already given up on changes nothing.
 _FINISH_RUN = fast.Prepared(
     sa.update(R).where(R.c.id == sa.bindparam("_id"), R.c.attempt == sa.bindparam("_attempt"), R.c.status == "running")
@@ -48,19 +49,34 @@ _FINISH_RUN = fast.Prepared(
             output=sa.bindparam("_output"), error=sa.bindparam("_error")))
 # On Postgres a batch's guarded updates go in one round trip; RETURNING tells which changed their row.
 _FINISH_RUN_RETURNING = fast.Prepared(_FINISH_RUN.stmt.returning(R.c.id))
+# SQLite: a batch's successes in one statement, each row's own duration and output joined in from VALUES
+# (UPDATE … FROM, SQLite 3.33; Nexus needs 3.35 for RETURNING anyway).
+_SQLITE_SUCCEEDED = (
+    "UPDATE runs SET status = 'succeeded', finished_at = ?, next_attempt_at = NULL, error = NULL, "
+    "duration_ms = v.column3, output = v.column4 FROM (VALUES {rows}) AS v "
+    "WHERE runs.id = v.column1 AND runs.attempt = v.column2 AND runs.status = 'running' RETURNING runs.id")
+_sqlite_succeeded_sql: dict[int, str] = {}
 _ATTEMPT_KEYS = ("run_id", "organization_id", "attempt", "status", "worker_id", "started_at", "finished_at",
                  "duration_ms", "error", "output")
 _INSERT_ATTEMPT = fast.insert(T, _ATTEMPT_KEYS)
-# Served by the partial index ix_runs_waiting, which holds only held-back fires.
-# (the status is written into the statement: a planner matches a partial index's condition only on literals).
-_HAS_WAITING = fast.Prepared(sa.select(R.c.id).where(R.c.workflow_id == sa.bindparam("_wf"),
-                                                     R.c.status == sa.literal_column("'waiting'")).limit(1))
+# Which of a batch's workflows have a fire held back: served by the partial index ix_runs_waiting, which
+# holds only those (the status is written into the statement: a planner matches a partial index's
+# condition only on literals).
+_WAITING_AMONG = fast.PreparedIn(
+    sa.select(R.c.workflow_id).distinct()
+    .where(R.c.workflow_id.in_(sa.bindparam("_ids", expanding=True)), R.c.status == sa.literal_column("'waiting'")),
+    "_ids")
 # The success counters ride on the same UPDATE as the last run: no extra statement per run.
 _WORKFLOW_LAST_RUN = fast.Prepared(
     sa.update(W).where(W.c.id == sa.bindparam("_id"))
     .values(last_run_at=sa.bindparam("_at", type_=UTCDateTime), last_run_status=sa.bindparam("_status"),
             runs_succeeded=W.c.runs_succeeded + sa.bindparam("_ok", type_=sa.Integer),
             runs_failed=W.c.runs_failed + sa.bindparam("_bad", type_=sa.Integer)))
+# The same for every workflow of a batch with as many successes (usually all of them: one run each).
+_WORKFLOWS_SUCCEEDED = fast.PreparedIn(
+    sa.update(W).where(W.c.id.in_(sa.bindparam("_ids", expanding=True)))
+    .values(last_run_at=sa.bindparam("_at", type_=UTCDateTime), last_run_status="succeeded",
+            runs_succeeded=W.c.runs_succeeded + sa.bindparam("_ok", type_=sa.Integer)), "_ids")
 
 
 # -- accepted ---------------------------------------------------------------------------------------
@@ -141,22 +157,28 @@ def _unwrap(value: Any) -> Any:
 
 
 def _claim_many(conn: sa.Connection, calls: Calls) -> list[Any]:
-    workflows: dict[str, dict[str, Any] | None] = {}
+    now = utcnow()  # the batch is claimed by one transaction, at one instant
+    wanted = [_claim_args(*args, **kwargs) for args, kwargs in calls]
+    lists: dict[tuple[int, str], list[str]] = {}
+    for run_id, attempt, worker_id in wanted:
+        ids = lists.setdefault((attempt, worker_id), [])
+        if run_id not in ids:
+            ids.append(run_id)
+    claimed: dict[tuple[str, int], dict[str, Any]] = {}
+    for (attempt, worker_id), ids in lists.items():
+        for run in _CLAIM_RUNS.rows_in(conn, ids, {"_attempt": attempt, "_now": now, "_worker": worker_id}):
+            claimed[run["id"], attempt] = run
+    workflows = {wf["id"]: wf for wf in _WORKFLOWS_BY_ID.rows_in(
+        conn, sorted({run["workflow_id"] for run in claimed.values()}))}
     out: list[Any] = []
-    params = []
-    for args, kwargs in calls:
-        run_id, attempt, worker_id = _claim_args(*args, **kwargs)
-        params.append({"_id": run_id, "_attempt": attempt, "_now": utcnow(), "_worker": worker_id})
-    for values, found in zip(params, _CLAIM_RUN.rows_each(conn, params)):
-        if not found:
+    for run_id, attempt, _ in wanted:
+        # Popped: a second claim of the same attempt in this batch finds it taken, as it would alone.
+        # The attempt's own row is written with its outcome; until then the run row describes it.
+        run = claimed.pop((run_id, attempt), None)
+        if run is None:
             out.append(None)
             continue
-        run, now = found[0], values["_now"]
-        # The attempt's own row is written with its outcome; until then the run row describes it.
-        wf_id = run["workflow_id"]
-        if wf_id not in workflows:
-            workflows[wf_id] = _WORKFLOW_BY_ID.first(conn, {"_id": wf_id})
-        wf = workflows[wf_id]
+        wf = workflows.get(run["workflow_id"])
         out.append({"run": run, "workflow": dict(wf) if wf else None, "started_at": now})
     return out
 
@@ -189,16 +211,16 @@ class _Outcomes:
         if not self.calls:
             return
         params, attempts = [], []
-        counters: dict[str, list[Any]] = {}  # workflow id -> [succeeded, last at]
+        counters: dict[str, int] = {}  # workflow id -> successes
         last: dict[str, dict[str, Any]] = {}  # workflow id -> the outcome of its last success here
+        now = utcnow()  # the batch's outcomes are written by one transaction, at one instant
         for run, started_at, output, _ in self.calls:
-            now = utcnow()
             params.append({"_id": run["id"], "_attempt": run["attempt"], "_status": "succeeded", "_next": run["attempt"],
                            "_finished": now, "_due": None, "_duration": (now - started_at).total_seconds() * 1000,
                            "_output": output, "_error": None})
-        if conn.dialect.name == "sqlite":  # a statement costs no round trip: its rowcount is enough
-            changes: list[Any] = [_FINISH_RUN.rowcount(conn, values) for values in params]
-        else:
+        if conn.dialect.name == "sqlite":
+            changes: list[Any] = _sqlite_succeeded(conn, now, params)
+        else:  # one round trip for all (psycopg's pipelined executemany); RETURNING tells which changed
             changes = _FINISH_RUN_RETURNING.rows_each(conn, params)
         for (run, started_at, output, outcome), values, changed in zip(self.calls, params, changes):
             if not changed:
@@ -207,19 +229,42 @@ class _Outcomes:
                              "status": "succeeded", "worker_id": run.get("worker_id"), "started_at": started_at,
                              "finished_at": values["_finished"], "duration_ms": values["_duration"], "error": None,
                              "output": output})
-            counter = counters.setdefault(run["workflow_id"], [0, None])
-            counter[0] += 1
-            counter[1] = values["_finished"]
+            counters[run["workflow_id"]] = counters.get(run["workflow_id"], 0) + 1
             outcome.update(status="succeeded", attempt=run["attempt"], released=None)
             last[run["workflow_id"]] = outcome
         _INSERT_ATTEMPT.many(conn, attempts)
-        for wf_id, (ok, at) in counters.items():
-            _WORKFLOW_LAST_RUN.rowcount(conn, {"_id": wf_id, "_at": at, "_status": "succeeded", "_ok": ok, "_bad": 0})
-        for wf_id, outcome in last.items():
-            # Once for the workflow after all its outcomes: releasing after each would free the same one
-            # fire (the one released is under way, so the next release finds a run active).
-            outcome["released"] = _release(conn, wf_id)
+        by_count: dict[int, list[str]] = {}
+        for wf_id, ok in counters.items():
+            by_count.setdefault(ok, []).append(wf_id)
+        for ok, wf_ids in by_count.items():
+            _WORKFLOWS_SUCCEEDED.rowcount_in(conn, wf_ids, {"_at": now, "_ok": ok})
+        # Once for each workflow after all its outcomes: releasing after each would free the same one
+        # fire (the one released is under way, so the next release finds a run active).
+        for row in _WAITING_AMONG.rows_in(conn, sorted(last)):
+            last[row["workflow_id"]]["released"] = fires.release_waiting(conn, row["workflow_id"])
         self.calls = []
+
+
+def _sqlite_succeeded(conn: sa.Connection, now: datetime, params: list[dict[str, Any]]) -> list[bool]:
+    """Write the successes of `params` in one UPDATE; for each, whether it changed its run (in order: of
+    two outcomes of the same attempt only the first counts, as when they are written one after the other)."""
+    sql = _sqlite_succeeded_sql.get(len(params))
+    if sql is None:
+        sql = _sqlite_succeeded_sql[len(params)] = _SQLITE_SUCCEEDED.format(rows=", ".join(["(?, ?, ?, ?)"] * len(params)))
+    values: list[Any] = [fast.sqlite_utc(now)]
+    for p in params:
+        values += (p["_id"], p["_attempt"], p["_duration"], p["_output"])
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, values)
+        changed = {row[0] for row in cur.fetchall()}
+    finally:
+        cur.close()
+    out = []
+    for p in params:
+        out.append(p["_id"] in changed)
+        changed.discard(p["_id"])
+    return out
 
 
 def _finish_many(conn: sa.Connection, calls: Calls) -> list[Any]:
@@ -244,7 +289,7 @@ def _finish_args(run: dict[str, Any], *, ok: bool, started_at: datetime, output:
 
 def _release(conn: sa.Connection, workflow_id: str) -> tuple[str, str] | None:
     """After a final outcome: let the oldest fire of the workflow held back (status waiting) go, if any."""
-    if _HAS_WAITING.first(conn, {"_wf": workflow_id}) is None:  # the usual case: one probe of a tiny index
+    if not _WAITING_AMONG.rows_in(conn, [workflow_id]):  # the usual case: one probe of a tiny index
         return None
     return fires.release_waiting(conn, workflow_id)
 

@@ -110,6 +110,11 @@ class Store:
         """Like write(), ahead of new work: for workers recording the progress of accepted runs."""
         return self._wait(URGENT, fn, args, kwargs)
 
+    def write_urgent_later(self, done: Any, fn: WriteFn, *args: Any, **kwargs: Any) -> None:
+        """Like write_urgent(), without waiting: after the commit the writer calls `done.set_result(result)`
+        (or `done.set_exception(exc)`) on its own thread, so that call must only hand the result on."""
+        self._put(Entry(fn, args, kwargs, done, None), URGENT)
+
     def write_bulk(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Like write(), for a long transaction: run on its own, between the batches of shorter writes."""
         return self._wait(BULK, fn, args, kwargs)
