@@ -260,19 +260,37 @@ def test_two_daemons_on_one_store_fire_every_schedule_exactly_once(make_daemon, 
                 "name": name, "kind": "noop", "cron": EVERY_SECOND, "timezone": "Europe/Berlin"})
         started = datetime.now(timezone.utc)
         time.sleep(SOAK_SECONDS / 2)
+        killed_at = datetime.now(timezone.utc)
         second.kill()
         second.start()
+        restarted_at = datetime.now(timezone.utc)
         time.sleep(SOAK_SECONDS / 2)
         for name in names:
             first.call("workflows.pause", {"name": name})
-        wait_for(lambda: all(r["status"] == "succeeded" for n in names for r in runs_of(first, n)), 60, "runs to end")
+
+        # A kill that lands while a run of the killed daemon is running (or still fetched, not started)
+        # leaves that run to recovery: it is retried, and fires that come meanwhile are skipped
+        # (overlap policy skip).  That may only happen around the kill; every other fire just succeeds.
+        def around_kill(run: dict[str, Any]) -> bool:
+            return killed_at - timedelta(seconds=2) <= run["scheduled_for"] <= restarted_at + timedelta(seconds=5)
+
+        def unfinished() -> list[tuple[str, str]]:
+            return [(n, r["status"]) for n in names for r in runs_of(first, n) if r["status"] not in ("succeeded", "skipped")]
+
+        try:
+            wait_for(lambda: not unfinished(), 60, "runs to end")
+        except AssertionError:
+            raise AssertionError(f"runs not final 60 s after the pause: {unfinished()}") from None
         for name in names:
             runs = runs_of(first, name)
             times = [r["scheduled_for"] for r in runs]
             assert len(times) >= SOAK_SECONDS - 5, (name, len(times))
-            assert len(set(times)) == len(times)
+            assert len(set(times)) == len(times)  # no fire made twice, by either daemon
             assert [b - a for a, b in zip(times, times[1:])] == [timedelta(seconds=1)] * (len(times) - 1), name
-            assert all(r["attempts"] == 1 for r in runs), name  # each fire executed once
+            assert all(r["wins"] == 1 for r in runs if r["status"] == "succeeded"), name  # none run again after success
+            odd = [(r["scheduled_for"], r["status"], r["attempts"]) for r in runs
+                   if (r["status"] != "succeeded" or r["attempts"] != 1) and not around_kill(r)]
+            assert not odd, (name, f"killed at {killed_at}, restarted at {restarted_at}", odd)
             assert times[0] - started < timedelta(seconds=3)
     finally:
         second.stop()
