@@ -159,14 +159,12 @@ def _unwrap(value: Any) -> Any:
 def _claim_many(conn: sa.Connection, calls: Calls) -> list[Any]:
     now = utcnow()  # the batch is claimed by one transaction, at one instant
     wanted = [_claim_args(*args, **kwargs) for args, kwargs in calls]
-    lists: dict[tuple[int, str], list[str]] = {}
+    lists: dict[tuple[int, str], dict[str, None]] = {}  # ordered sets of run ids
     for run_id, attempt, worker_id in wanted:
-        ids = lists.setdefault((attempt, worker_id), [])
-        if run_id not in ids:
-            ids.append(run_id)
+        lists.setdefault((attempt, worker_id), {})[run_id] = None
     claimed: dict[tuple[str, int], dict[str, Any]] = {}
     for (attempt, worker_id), ids in lists.items():
-        for run in _CLAIM_RUNS.rows_in(conn, ids, {"_attempt": attempt, "_now": now, "_worker": worker_id}):
+        for run in _CLAIM_RUNS.rows_in(conn, list(ids), {"_attempt": attempt, "_now": now, "_worker": worker_id}):
             claimed[run["id"], attempt] = run
     workflows = {wf["id"]: wf for wf in _WORKFLOWS_BY_ID.rows_in(
         conn, sorted({run["workflow_id"] for run in claimed.values()}))}
